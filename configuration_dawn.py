@@ -1,0 +1,1 @@
+from modeling_dawn.configuration_dawn import DawnConfig  # noqa: F401  (re-export; the real class lives in modeling_dawn/)

@@ -1,0 +1,40 @@
+"""Weight-only regularisers of the paper's training recipe (spec §6).
+
+The load-balance term depends on the batch and is computed per layer where the routing happens
+(`routing.load_balance_term`); the two terms here depend only on the neuron pools.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _gram_deviation(gram: torch.Tensor) -> torch.Tensor:
+    """gram: [N, R, R] -> mean over neurons of mean((gram - I)^2)."""
+    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+    return ((gram - eye) ** 2).mean(dim=(-2, -1)).mean()
+
+
+def orthogonality_loss(feature_pools: list, restore_pools: list) -> torch.Tensor:
+    """Average over the six pools of the mean squared deviation of F^T F (feature, [N, D, R]) and
+    G G^T (restore, [N, R, D]) from the identity."""
+    terms = [_gram_deviation(f.float().transpose(-1, -2) @ f.float()) for f in feature_pools]
+    terms += [_gram_deviation(g.float() @ g.float().transpose(-1, -2)) for g in restore_pools]
+    return torch.stack(terms).mean()
+
+
+def _mean_abs_offdiag_cosine(pool: torch.Tensor) -> torch.Tensor:
+    """pool: [N, ...] -> mean |cos| between distinct flattened neurons."""
+    flat = F.normalize(pool.float().reshape(pool.shape[0], -1), dim=-1)
+    cos = (flat @ flat.transpose(0, 1)).abs()
+    n = pool.shape[0]
+    if n < 2:
+        return cos.new_zeros(())
+    return (cos.sum() - cos.diagonal().sum()) / (n * (n - 1))
+
+
+def knowledge_diversity_loss(feature_knowledge: torch.Tensor, restore_knowledge: torch.Tensor) -> torch.Tensor:
+    """Mean |cosine| between distinct knowledge neurons, averaged over the feature and restore pools."""
+    return 0.5 * (_mean_abs_offdiag_cosine(feature_knowledge) + _mean_abs_offdiag_cosine(restore_knowledge))
+
+
+__all__ = ["orthogonality_loss", "knowledge_diversity_loss"]

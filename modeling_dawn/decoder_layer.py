@@ -1,0 +1,142 @@
+"""One DAWN layer: routed attention, then the routed knowledge circuit, each pre-LN with a residual (spec §3).
+
+A layer owns two LayerNorms and W_O. Everything else (neurons, router) arrives as tensors in `SharedTensors`.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .attention import DawnAttention
+from .knowledge import DawnKnowledge
+from .routing import (
+    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, decide_route, load_balance_term, pool_slices, route_sizes,
+    selection_fraction,
+)
+from .shared_weights import SharedTensors
+
+
+@dataclass
+class RoutingInputs:
+    """Per-forward routing context shared by all layers.
+
+    valid: [B, S] bool, True at real (non-padding) tokens.
+    scores: [B, S] SSM importance scores, or None when no circuit routes cumulatively.
+    causal: cumulative averages over positions <= t (causal LM) or over the whole row (masked LM).
+    cache: a `DawnCache` holding running routing state for incremental decoding, or None.
+    want_*: what the caller asked to get back.
+    """
+
+    valid: torch.Tensor
+    scores: torch.Tensor | None = None
+    causal: bool = True
+    cache: object | None = None
+    want_traces: bool = False
+    want_preferences: bool = False
+    want_logits: bool = False
+    want_statistics: bool = False  # load-balance terms and selection fractions (training)
+
+
+@dataclass
+class LayerRoutingInfo:
+    traces: dict = field(default_factory=dict)  # route -> RouteTrace (want_traces)
+    logits: list = field(default_factory=list)  # [B, S, N] per route, in ROUTES order (want_logits)
+    load_balance: torch.Tensor | None = None  # scalar, summed over the six attention routes (want_statistics)
+    fractions: dict = field(default_factory=dict)  # route -> [N] fraction of valid tokens selecting (want_statistics)
+
+
+class DawnDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config, layer_idx: int, is_causal: bool = True):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.hidden_dropout = config.hidden_dropout
+        self.router_dropout = config.router_dropout
+        self.router_dim = config.router_dim
+        self.token_routing = {
+            "attention": config.attention_token_routing, "knowledge": config.knowledge_token_routing,
+        }
+        self.pool_slices = pool_slices(config)
+        self.route_sizes = route_sizes(config)
+        self.n_feature_qk, self.n_restore_qk = config.n_feature_qk, config.n_restore_qk
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = DawnAttention(config, layer_idx, is_causal=is_causal)
+        self.knowledge_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.knowledge = DawnKnowledge(config)
+
+    def _route(self, z, circuit, routes, projections, embeddings, ctx: RoutingInputs, info: LayerRoutingInfo):
+        """Decide every route of one circuit. projections: list of [B, S, Ds] per route -> route -> (idx, w)."""
+        cumulative = not self.token_routing[circuit]
+        choices = {}
+        for route, u in zip(routes, projections):
+            logits = u @ embeddings[self.pool_slices[route.pool]].transpose(0, 1)  # [B, S, N]
+            state_key = f"routing.{self.layer_idx}.{route.name}"
+            state = None
+            if cumulative and ctx.cache is not None:
+                num, den = ctx.cache.get_state(state_key + ".num"), ctx.cache.get_state(state_key + ".den")
+                state = None if num is None else (num, den)
+            n, k = self.route_sizes[route.name]
+            indices, weights, prefs, new_state = decide_route(
+                logits, k, ctx.scores if cumulative else None, ctx.valid, ctx.causal, state
+            )
+            if cumulative and ctx.cache is not None:
+                ctx.cache.set_state(state_key + ".num", new_state[0])
+                ctx.cache.set_state(state_key + ".den", new_state[1])
+            choices[route.name] = (indices, weights)
+            if ctx.want_traces:
+                info.traces[route.name] = RouteTrace(indices, weights, prefs if ctx.want_preferences else None)
+            if ctx.want_logits:
+                info.logits.append(logits)
+            if ctx.want_statistics:
+                info.fractions[route.name] = selection_fraction(indices, ctx.valid, n)
+                if circuit == "attention":
+                    term = load_balance_term(prefs, ctx.valid)
+                    info.load_balance = term if info.load_balance is None else info.load_balance + term
+        return choices
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        shared: SharedTensors,
+        routing_inputs: RoutingInputs,
+        attention_mask: torch.Tensor | None = None,
+        cache=None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, LayerRoutingInfo, torch.Tensor | None]:
+        """hidden_states: [B, S, D] -> ([B, S, D], routing info, attention probabilities or None)."""
+        batch, seq, _ = hidden_states.shape
+        info = LayerRoutingInfo()
+        ds = self.router_dim
+
+        # --- attention circuit ---
+        z = self.attention_norm(hidden_states)
+        u = F.linear(z, shared.attention_proj_weight, shared.attention_proj_bias)  # [B, S, 6*Ds]
+        u = F.dropout(u, self.router_dropout, self.training).view(batch, seq, 6, ds)
+        choices = self._route(
+            z, "attention", ATTENTION_ROUTES, u.unbind(dim=2), shared.neuron_embeddings, routing_inputs, info
+        )
+        fa, ra = shared.feature_attention, shared.restore_attention
+        qk_pools = (fa[: self.n_feature_qk], ra[: self.n_restore_qk])
+        v_pools = (fa[self.n_feature_qk:], ra[self.n_restore_qk:])
+        attn_out, attn_probs = self.attention(z, qk_pools, v_pools, choices, attention_mask, cache=cache, **kwargs)
+        hidden_states = hidden_states + F.dropout(attn_out, self.hidden_dropout, self.training)
+
+        # --- knowledge circuit ---
+        z2 = self.knowledge_norm(hidden_states)
+        projections = [
+            F.dropout(F.linear(z2, shared.feature_know_proj_weight, shared.feature_know_proj_bias),
+                      self.router_dropout, self.training),
+            F.dropout(F.linear(z2, shared.restore_know_proj_weight, shared.restore_know_proj_bias),
+                      self.router_dropout, self.training),
+        ]
+        choices = self._route(
+            z2, "knowledge", KNOWLEDGE_ROUTES, projections, shared.neuron_embeddings, routing_inputs, info
+        )
+        know_out = self.knowledge(z2, shared.feature_knowledge, shared.restore_knowledge, choices)
+        hidden_states = hidden_states + F.dropout(know_out, self.hidden_dropout, self.training)
+        return hidden_states, info, attn_probs
+
+
+__all__ = ["DawnDecoderLayer", "RoutingInputs", "LayerRoutingInfo"]

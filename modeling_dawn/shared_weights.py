@@ -1,0 +1,87 @@
+"""The weights every layer shares: the four neuron pools and the router (spec §2).
+
+They are stored once, in `DawnModel`, and their modules' `forward()` hands them out as tensors. Layers receive
+tensors, never modules: accelerate's device-placement hooks (``device_map="auto"``, offloading) fire only through a
+module's `forward`, so calling these modules once per model forward is what moves the pools to where the layers run.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .routing import ROUTES, pool_slices
+
+
+class SharedTensors(NamedTuple):
+    """What one model forward hands each layer (positional, so activation checkpointing sees every tensor)."""
+
+    feature_attention: torch.Tensor  # [N_fqk + N_fv, D, R]
+    restore_attention: torch.Tensor  # [N_rqk + N_rv, R, D]
+    feature_knowledge: torch.Tensor  # [N_fk, D, Rk]
+    restore_knowledge: torch.Tensor  # [N_rk, Rk, D]
+    neuron_embeddings: torch.Tensor  # [N_total, Ds], rows L2-normalised
+    attention_proj_weight: torch.Tensor  # [6 * Ds, D]
+    attention_proj_bias: torch.Tensor  # [6 * Ds]
+    feature_know_proj_weight: torch.Tensor  # [Ds, D]
+    feature_know_proj_bias: torch.Tensor  # [Ds]
+    restore_know_proj_weight: torch.Tensor  # [Ds, D]
+    restore_know_proj_bias: torch.Tensor  # [Ds]
+
+
+class DawnNeuronPools(nn.Module):
+    """The low-rank neurons: feature neurons compress D -> R, restore neurons expand R -> D."""
+
+    def __init__(self, config):
+        super().__init__()
+        d, r, rk = config.hidden_size, config.attention_rank, config.knowledge_rank
+        self.feature_attention = nn.Parameter(torch.empty(config.n_feature_qk + config.n_feature_v, d, r))
+        self.restore_attention = nn.Parameter(torch.empty(config.n_restore_qk + config.n_restore_v, r, d))
+        self.feature_knowledge = nn.Parameter(torch.empty(config.n_feature_know, d, rk))
+        self.restore_knowledge = nn.Parameter(torch.empty(config.n_restore_know, rk, d))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.feature_attention, self.restore_attention, self.feature_knowledge, self.restore_knowledge
+
+
+class DawnRouter(nn.Module):
+    """Neuron embeddings, the routing projections and the usage statistics of the eight routes."""
+
+    def __init__(self, config):
+        super().__init__()
+        d, ds = config.hidden_size, config.router_dim
+        self.neuron_embeddings = nn.Parameter(torch.empty(config.total_neurons, ds))
+        # feature-Q, feature-K, feature-V, restore-Q, restore-K, restore-V along the output (spec §2)
+        self.attention_proj = nn.Linear(d, 6 * ds)
+        self.feature_know_proj = nn.Linear(d, ds)
+        self.restore_know_proj = nn.Linear(d, ds)
+        slices = pool_slices(config)
+        for route in ROUTES:
+            size = slices[route.pool].stop - slices[route.pool].start
+            self.register_buffer(f"usage_ema_{route.name}", torch.zeros(size))
+        self.usage_ema_decay = config.usage_ema_decay
+
+    def forward(self) -> tuple[torch.Tensor, ...]:
+        return (
+            F.normalize(self.neuron_embeddings, dim=-1),
+            self.attention_proj.weight, self.attention_proj.bias,
+            self.feature_know_proj.weight, self.feature_know_proj.bias,
+            self.restore_know_proj.weight, self.restore_know_proj.bias,
+        )
+
+    def usage(self) -> dict:
+        """Route name -> usage EMA [N] (a view of the buffer)."""
+        return {route.name: getattr(self, f"usage_ema_{route.name}") for route in ROUTES}
+
+    @torch.no_grad()
+    def update_usage(self, selection_fractions: dict) -> None:
+        """ema <- decay * ema + (1 - decay) * fraction of valid tokens selecting each neuron (training only)."""
+        for name, fraction in selection_fractions.items():
+            buf = getattr(self, f"usage_ema_{name}")
+            if buf.is_meta:  # offloaded by accelerate: there is nothing to update in place
+                continue
+            buf.mul_(self.usage_ema_decay).add_(fraction.to(buf), alpha=1.0 - self.usage_ema_decay)
+
+
+__all__ = ["SharedTensors", "DawnNeuronPools", "DawnRouter"]
