@@ -65,6 +65,10 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         self.attention = DawnAttention(config, layer_idx, is_causal=is_causal)
         self.knowledge_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.knowledge = DawnKnowledge(config)
+        # Optional callable (layer_idx, route_name, indices, weights, preferences) -> (indices, weights), applied
+        # after every routing decision of this layer. The interpretability toolkit uses it for neuron
+        # ablation / scaling / forcing; it is None (no cost) otherwise.
+        self.route_intervention = None
 
     def _route(self, z, circuit, routes, projections, embeddings, ctx: RoutingInputs, info: LayerRoutingInfo):
         """Decide every route of one circuit. projections: list of [B, S, Ds] per route -> route -> (idx, w)."""
@@ -81,6 +85,8 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
             indices, weights, prefs, new_state = decide_route(
                 logits, k, ctx.scores if cumulative else None, ctx.valid, ctx.causal, state
             )
+            if self.route_intervention is not None:
+                indices, weights = self.route_intervention(self.layer_idx, route.name, indices, weights, prefs)
             if cumulative and ctx.cache is not None:
                 ctx.cache.set_state(state_key + ".num", new_state[0])
                 ctx.cache.set_state(state_key + ".den", new_state[1])

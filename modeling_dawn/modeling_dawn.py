@@ -180,7 +180,7 @@ class DawnModel(DawnPreTrainedModel):
         output_hidden_states = output_hidden_states if output_hidden_states is not None else cfg.output_hidden_states
         output_router_logits = output_router_logits if output_router_logits is not None else cfg.output_router_logits
         output_routing = bool(output_routing) or output_routing_preferences
-        return_dict = return_dict if return_dict is not None else cfg.use_return_dict
+        return_dict = return_dict if return_dict is not None else cfg.return_dict
         use_cache = use_cache if use_cache is not None else (cfg.use_cache and not self.training)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         if checkpointing:
@@ -330,7 +330,6 @@ _HEAD_OUTPUT_FIELDS = (
 
 
 class DawnForCausalLM(DawnPreTrainedModel, GenerationMixin):
-
     _auto_class = "AutoModelForCausalLM"
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
@@ -374,7 +373,7 @@ class DawnForCausalLM(DawnPreTrainedModel, GenerationMixin):
     ) -> DawnCausalLMOutput | tuple:
         r"""labels: [B, S] next-token targets (shifted inside, -100 ignored). In training mode the loss adds the
         coefficient-weighted auxiliary terms (`aux_loss`). Other arguments as in `DawnModel.forward`."""
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
@@ -440,7 +439,7 @@ class DawnForMaskedLM(DawnPreTrainedModel):
         **kwargs,
     ) -> DawnMaskedLMOutput | tuple:
         r"""labels: [B, S] with the original ids at masked positions and -100 elsewhere."""
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             inputs_embeds=inputs_embeds, use_cache=False, output_attentions=output_attentions,
@@ -495,7 +494,7 @@ class DawnForSequenceClassification(DawnPreTrainedModel):
     ) -> DawnSequenceClassifierOutput | tuple:
         r"""labels: [B] class ids (single-label), [B, num_labels] floats (multi-label) or [B] / [B, 1] floats
         (regression, `num_labels=1`); `config.problem_type` is inferred as in Transformers when unset."""
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
