@@ -116,8 +116,9 @@ def running_preferences(
     any valid score is exactly 0 in fp32 and no -inf/NaN enters the backward pass. Positions with no valid
     position at or before them (left padding) get their own preference p_t.
     """
-    log_p = torch.log_softmax(logits.float(), dim=-1)
-    s = scores.float()
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    log_p = torch.log_softmax(logits.to(dtype), dim=-1)
+    s = scores.to(dtype)
     lowest = s.detach().masked_fill(~valid, float("inf")).amin(dim=1, keepdim=True)
     lowest = torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest)) - 1e4
     s = torch.where(valid, s, lowest)
@@ -168,12 +169,13 @@ def decide_route(
     """Router logits [B, S, N] -> (indices [B, S, k], weights [B, S, k], preferences [B, S, N], new state).
 
     Token routing when `scores` is None (p = softmax(logits)); cumulative routing otherwise (spec §4).
-    Routing is decided in fp32 whatever the compute dtype, so bf16 does not create ties.
+    Routing is decided in at least fp32 whatever the compute dtype, so bf16 does not create ties.
     """
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # at least fp32
     if scores is None:
-        prefs, new_state = torch.softmax(logits.float(), dim=-1), None
+        prefs, new_state = torch.softmax(logits.to(dtype), dim=-1), None
     else:
-        prefs, new_state = running_preferences(logits.float(), scores, valid, causal, state)
+        prefs, new_state = running_preferences(logits.to(dtype), scores, valid, causal, state)
     indices, weights = topk_renormalise(prefs, k)
     return indices, weights.to(logits.dtype), prefs, new_state
 
