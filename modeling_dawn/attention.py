@@ -25,7 +25,8 @@ def eager_attention_forward(
         if attention_mask.dtype == torch.bool:
             attention_mask = torch.where(attention_mask, 0.0, torch.finfo(scores.dtype).min).to(scores.dtype)
         scores = scores + attention_mask
-    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)  # fp32 for half types, fp64 stays fp64
+    probs = nn.functional.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return out, probs

@@ -40,7 +40,7 @@ def softmax(v):
 
 def topk_weights(p, k):
     """Keep the k largest probabilities (ties: lowest index first), renormalise: -> {neuron: weight}."""
-    order = sorted(range(len(p)), key=lambda i: (-float(p[i]), i))[:k]
+    order = sorted(range(len(p)), key=lambda i: (-float(p[i].detach()), i))[:k]
     total = sum(p[i] for i in order) + 1e-8
     return {i: p[i] / total for i in order}
 
@@ -117,7 +117,7 @@ def reference_logits(params, config, input_ids, attention_mask=None, causal=True
         taus = [tau for tau in range(S) if mask[b, tau] and (tau <= t or not causal)]
         if not taus:
             return topk_weights(softmax(logits), route_k[name])
-        m = max(float(scores[b][tau]) for tau in taus)
+        m = max(float(scores[b][tau].detach()) for tau in taus)
         num = sum(torch.exp(scores[b][tau] - m) * probs_cache[tau] for tau in taus)
         den = sum(torch.exp(scores[b][tau] - m) for tau in taus)
         return topk_weights(num / den, route_k[name])
