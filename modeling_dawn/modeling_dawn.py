@@ -22,7 +22,7 @@ from .modeling_outputs_dawn import (
 )
 from .routing import ROUTES
 from .selective_ssm import DawnSelectiveSSM
-from .shared_weights import DawnNeuronPools, DawnRouter, SharedTensors
+from .shared_weights import DawnNeuronPools, DawnRouter, SharedLinear, SharedTensors
 
 
 def _orthogonal_slices(shape, dtype, device) -> torch.Tensor:
@@ -56,6 +56,9 @@ class DawnPreTrainedModel(PreTrainedModel):
             init.normal_(module.neuron_embeddings, mean=0.0, std=std)
             for buffer in module.buffers(recurse=False):
                 init.zeros_(buffer)
+        elif isinstance(module, SharedLinear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            init.zeros_(module.bias)
         elif isinstance(module, DawnSelectiveSSM):
             init.normal_(module.A_log, mean=0.0, std=self.config.ssm_a_log_init_std)
             init.constant_(module.context_scale, self.config.context_scale_init)

@@ -14,6 +14,11 @@ from torch import nn
 from .routing import ROUTES, pool_slices
 
 
+def _view(param: torch.Tensor) -> torch.Tensor:
+    """A differentiable alias of `param` that keeps its current storage."""
+    return param.view(param.shape)
+
+
 class SharedTensors(NamedTuple):
     """What one model forward hands each layer (positional, so activation checkpointing sees every tensor)."""
 
@@ -30,6 +35,22 @@ class SharedTensors(NamedTuple):
     restore_know_proj_bias: torch.Tensor  # [Ds]
 
 
+class SharedLinear(nn.Module):
+    """The weight [out, in] and bias [out] of a linear map that layers apply themselves (F.linear).
+
+    Not an `nn.Linear`: its `forward()` hands out the tensors, so device-placement hooks fire when the model
+    collects the shared weights, not when a layer would call it.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _view(self.weight), _view(self.bias)
+
+
 class DawnNeuronPools(nn.Module):
     """The low-rank neurons: feature neurons compress D -> R, restore neurons expand R -> D."""
 
@@ -42,7 +63,11 @@ class DawnNeuronPools(nn.Module):
         self.restore_knowledge = nn.Parameter(torch.empty(config.n_restore_know, rk, d))
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.feature_attention, self.restore_attention, self.feature_knowledge, self.restore_knowledge
+        # views, not the Parameters themselves: an offloading hook swaps the Parameters' storage back to "meta"
+        # after this forward, and the views must keep the loaded values for the layers
+        return tuple(_view(p) for p in (
+            self.feature_attention, self.restore_attention, self.feature_knowledge, self.restore_knowledge,
+        ))
 
 
 class DawnRouter(nn.Module):
@@ -53,9 +78,9 @@ class DawnRouter(nn.Module):
         d, ds = config.hidden_size, config.router_dim
         self.neuron_embeddings = nn.Parameter(torch.empty(config.total_neurons, ds))
         # feature-Q, feature-K, feature-V, restore-Q, restore-K, restore-V along the output (spec §2)
-        self.attention_proj = nn.Linear(d, 6 * ds)
-        self.feature_know_proj = nn.Linear(d, ds)
-        self.restore_know_proj = nn.Linear(d, ds)
+        self.attention_proj = SharedLinear(d, 6 * ds)
+        self.feature_know_proj = SharedLinear(d, ds)
+        self.restore_know_proj = SharedLinear(d, ds)
         slices = pool_slices(config)
         for route in ROUTES:
             size = slices[route.pool].stop - slices[route.pool].start
@@ -65,9 +90,7 @@ class DawnRouter(nn.Module):
     def forward(self) -> tuple[torch.Tensor, ...]:
         return (
             F.normalize(self.neuron_embeddings, dim=-1),
-            self.attention_proj.weight, self.attention_proj.bias,
-            self.feature_know_proj.weight, self.feature_know_proj.bias,
-            self.restore_know_proj.weight, self.restore_know_proj.bias,
+            *self.attention_proj(), *self.feature_know_proj(), *self.restore_know_proj(),
         )
 
     def usage(self) -> dict:
@@ -84,4 +107,4 @@ class DawnRouter(nn.Module):
             buf.mul_(self.usage_ema_decay).add_(fraction.to(buf), alpha=1.0 - self.usage_ema_decay)
 
 
-__all__ = ["SharedTensors", "DawnNeuronPools", "DawnRouter"]
+__all__ = ["SharedTensors", "SharedLinear", "DawnNeuronPools", "DawnRouter"]
