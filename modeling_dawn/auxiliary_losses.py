@@ -8,6 +8,10 @@ import torch
 import torch.nn.functional as F
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _gram_deviation(gram: torch.Tensor) -> torch.Tensor:
     """gram: [N, R, R] -> mean over neurons of mean((gram - I)^2)."""
     eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
@@ -17,14 +21,16 @@ def _gram_deviation(gram: torch.Tensor) -> torch.Tensor:
 def orthogonality_loss(feature_pools: list, restore_pools: list) -> torch.Tensor:
     """Average over the six pools of the mean squared deviation of F^T F (feature, [N, D, R]) and
     G G^T (restore, [N, R, D]) from the identity."""
-    terms = [_gram_deviation(f.float().transpose(-1, -2) @ f.float()) for f in feature_pools]
-    terms += [_gram_deviation(g.float() @ g.float().transpose(-1, -2)) for g in restore_pools]
+    feature_pools = [_at_least_fp32(f) for f in feature_pools]
+    restore_pools = [_at_least_fp32(g) for g in restore_pools]
+    terms = [_gram_deviation(f.transpose(-1, -2) @ f) for f in feature_pools]
+    terms += [_gram_deviation(g @ g.transpose(-1, -2)) for g in restore_pools]
     return torch.stack(terms).mean()
 
 
 def _mean_abs_offdiag_cosine(pool: torch.Tensor) -> torch.Tensor:
     """pool: [N, ...] -> mean |cos| between distinct flattened neurons."""
-    flat = F.normalize(pool.float().reshape(pool.shape[0], -1), dim=-1)
+    flat = F.normalize(_at_least_fp32(pool).reshape(pool.shape[0], -1), dim=-1)
     cos = (flat @ flat.transpose(0, 1)).abs()
     n = pool.shape[0]
     if n < 2:

@@ -317,8 +317,8 @@ def _aux_share(labels: torch.Tensor, num_items_in_batch, shift: bool):
     if num_items_in_batch is None:
         return 1.0
     lab = labels[..., 1:] if shift else labels
-    return (lab != -100).sum().to(torch.float32) / torch.as_tensor(num_items_in_batch, dtype=torch.float32,
-                                                                     device=labels.device)
+    total = torch.as_tensor(num_items_in_batch, device=labels.device).to(torch.float64)
+    return (lab != -100).sum().to(torch.float64) / total
 
 
 def _check_labels(labels, batch, seq, name="labels"):
@@ -398,7 +398,7 @@ class DawnForCausalLM(DawnPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
             if aux is not None:
-                loss = loss + aux * _aux_share(labels, num_items, shift=True)
+                loss = loss + (aux * _aux_share(labels, num_items, shift=True)).to(loss.dtype)
         out = DawnCausalLMOutput(
             loss=loss, logits=logits, aux_loss=aux, cache=outputs.cache,
             **{name: getattr(outputs, name) for name in _HEAD_OUTPUT_FIELDS},
@@ -457,7 +457,8 @@ class DawnForMaskedLM(DawnPreTrainedModel):
         if labels is not None:
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
             if aux is not None:
-                loss = loss + aux * _aux_share(labels, kwargs.get("num_items_in_batch"), shift=False)
+                share = _aux_share(labels, kwargs.get("num_items_in_batch"), shift=False)
+                loss = loss + (aux * share).to(loss.dtype)
         out = DawnMaskedLMOutput(
             loss=loss, logits=logits, aux_loss=aux,
             **{name: getattr(outputs, name) for name in _HEAD_OUTPUT_FIELDS},
