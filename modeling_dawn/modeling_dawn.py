@@ -341,6 +341,8 @@ class DawnForCausalLM(DawnPreTrainedModel, GenerationMixin):
         self.model = DawnModel(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # cumulative routing carries recurrent state that cannot be rolled back (no assisted decoding)
+        self._is_stateful = config.uses_ssm
         self.post_init()
 
     def get_output_embeddings(self):
@@ -348,6 +350,17 @@ class DawnForCausalLM(DawnPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
+
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """Refuse, before generating anything, a prompt plus new tokens longer than the position table."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        limit = self.config.max_position_embeddings
+        if generation_config.max_length > limit:
+            raise ValueError(
+                f"prompt length {input_ids_length} + up to {generation_config.max_length - input_ids_length} new "
+                f"tokens = {generation_config.max_length} exceeds max_position_embeddings={limit}; "
+                f"lower max_new_tokens or shorten the prompt"
+            )
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         """generate() builds a DynamicCache by default; DAWN needs its own (recurrent routing state)."""
