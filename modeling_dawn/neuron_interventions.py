@@ -192,6 +192,9 @@ def _tuple(x):
 def token_losses(model, input_ids, attention_mask=None):
     """Next-token cross-entropy per position: (loss [B, S-1], predictions [B, S-1], log-probs [B, S-1, V],
     valid [B, S-1]); position t scores the prediction of token t+1."""
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    attention_mask = attention_mask.to(device) if attention_mask is not None else None
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
     target = input_ids[:, 1:]
@@ -223,7 +226,7 @@ def measure_intervention(model, batches, edits, tag_names=None) -> dict:
             base_loss, base_pred, base_logp, valid = token_losses(model, ids, mask)
             with intervene(model, edits):
                 int_loss, int_pred, int_logp, _ = token_losses(model, ids, mask)
-            target = ids[:, 1:]
+            target = ids[:, 1:].to(base_pred.device)
             v = valid
             n += int(v.sum())
             totals["base"][0] += float(base_loss[v].sum())
@@ -235,7 +238,7 @@ def measure_intervention(model, batches, edits, tag_names=None) -> dict:
             kl_sum += float(kl[v].sum())
             pos = batch.get("pos")
             if pos is not None:
-                tags = pos[:, 1:]
+                tags = pos[:, 1:].to(v.device)
                 for tag in torch.unique(tags[v]).tolist():
                     if tag < 0:
                         continue
@@ -278,7 +281,7 @@ def _loss_on_tag(measurement: dict, tag: str) -> tuple:
 
 def pos_ablation_experiment(model, batches, neurons, route, tag, tag_names, layers=None, n_random=3, seed=0) -> dict:
     """Ablate `neurons` (e.g. the neurons of `route` most aligned with POS `tag`) and, as a control, `n_random`
-    draws of as many random neurons of the same route; compare the loss change on tokens tagged `tag` with the
+    draws of as many random neurons of the same route (outside the aligned set when the pool allows); compare the loss change on tokens tagged `tag` with the
     change on all other tokens. `batches` must carry `pos` and be re-iterable (a list)."""
     batches = list(batches)
     n_pool = route_sizes(model.config)[route][0]
@@ -298,7 +301,11 @@ def pos_ablation_experiment(model, batches, neurons, route, tag, tag_names, laye
 
     aligned = run(neurons)
     gen = torch.Generator().manual_seed(seed)
-    randoms = [run(sorted(torch.randperm(n_pool, generator=gen)[: len(neurons)].tolist())) for _ in range(n_random)]
+    # the control draws from the neurons not in the aligned set when there are enough of them
+    others = [i for i in range(n_pool) if i not in set(neurons)]
+    pool = others if len(others) >= len(neurons) else list(range(n_pool))
+    randoms = [run(sorted(pool[j] for j in torch.randperm(len(pool), generator=gen)[: len(neurons)].tolist()))
+               for _ in range(n_random)]
     mean = lambda key: sum(r[key] for r in randoms) / len(randoms)  # noqa: E731
     return {
         "route": route, "tag": tag, "layers": "all" if layers is None else list(layers), "n_neurons": len(neurons),

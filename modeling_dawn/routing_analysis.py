@@ -360,6 +360,8 @@ def collect_routing_statistics(model, batches, progress: bool = False, total_tok
                 bar.update(int(valid.sum()))
     finally:
         if bar is not None:
+            bar.total = bar.n
+            bar.refresh()
             bar.close()
         model.train(was_training)
     return stats, kept
@@ -431,11 +433,18 @@ def qk_specialization(stats: RoutingStatistics, threshold: float = DEAD_THRESHOL
         r = pearson(q, k)
         per_layer = [pearson(stats.counts[q_route][i], stats.counts[k_route][i]) for i in range(stats.n_layers)]
         uq, uk = q_rate >= threshold, k_rate >= threshold
+        categories_per_layer = []
+        for i in range(stats.n_layers):
+            lq = stats.counts[q_route][i].double() / stats.n_tokens >= threshold
+            lk = stats.counts[k_route][i].double() / stats.n_tokens >= threshold
+            categories_per_layer.append({"q_only": int((lq & ~lk).sum()), "k_only": int((lk & ~lq).sum()),
+                                         "shared": int((lq & lk).sum()), "unused": int((~lq & ~lk).sum())})
         total = (q + k).double()
         q_share = torch.where(total > 0, q.double() / total.clamp(min=1), torch.full_like(total, float("nan")))
         entry = {
             "r": r,
             "r_per_layer": per_layer,
+            "categories_per_layer": categories_per_layer,
             "q_counts": q.tolist(), "k_counts": k.tolist(),
             "q_only": int((uq & ~uk).sum()), "k_only": int((uk & ~uq).sum()),
             "shared": int((uq & uk).sum()), "unused": int((~uq & ~uk).sum()),
@@ -445,6 +454,9 @@ def qk_specialization(stats: RoutingStatistics, threshold: float = DEAD_THRESHOL
         if r is None:
             entry["r_undefined_reason"] = ("the Q or K selection counts are identical for every neuron of the pool, "
                                            "so the correlation is undefined")
+        if any(v is None for v in per_layer):
+            entry["r_per_layer_undefined_reason"] = ("None marks a layer whose Q or K counts are identical for every "
+                                                     "neuron (correlation undefined)")
         out["pools"][pool] = entry
     return out
 
@@ -668,11 +680,12 @@ def make_plots(results: dict, stats: RoutingStatistics | None, output_dir: str) 
     if ok(health):
         fig, axes = plt.subplots(2, 4, figsize=(16, 6.5))
         for ax, (route, entry) in zip(axes.flat, health["routes"].items()):
-            rates = sorted(entry["measured"]["rates"], reverse=True)
-            ax.bar(range(len(rates)), rates, color="tab:blue", width=1.0, label="measured")
-            if not entry["usage_ema"].get("skipped"):
-                ema = sorted(entry["usage_ema"]["rates"], reverse=True)
-                ax.plot(range(len(ema)), ema, ".", color="tab:orange", label="usage EMA")
+            measured = entry["measured"]["rates"]
+            order = sorted(range(len(measured)), key=lambda i: -measured[i])
+            ax.bar(range(len(order)), [measured[i] for i in order], color="tab:blue", width=1.0, label="measured")
+            if not entry["usage_ema"].get("skipped"):  # the same neurons, in the same order
+                ema = entry["usage_ema"]["rates"]
+                ax.plot(range(len(order)), [ema[i] for i in order], ".", color="tab:orange", label="usage EMA")
             ax.axhline(DEAD_THRESHOLD, color="red", lw=0.8, ls="--", label="dead")
             ax.axhline(DYING_THRESHOLD, color="orange", lw=0.8, ls="--", label="dying")
             ax.axhline(entry["k"] / entry["pool_size"], color="gray", lw=0.8, ls=":", label="uniform k/N")
@@ -683,7 +696,9 @@ def make_plots(results: dict, stats: RoutingStatistics | None, output_dir: str) 
         save(fig, "neuron_health", "Neuron health",
              "Selection rate of every neuron of each route (fraction of token-layer decisions that chose it; "
              "the rates of a route sum to k), sorted from most to least used, with the usage EMA stored in the "
-             f"checkpoint where it holds data. Neurons below {DEAD_THRESHOLD} are dead and below {DYING_THRESHOLD} "
+             "checkpoint for the same neurons where it holds data (the EMA is updated during training only, so it "
+             "describes the training data and lags behind on a briefly trained model)."
+             f" Neurons below {DEAD_THRESHOLD} are dead and below {DYING_THRESHOLD} "
              "dying; the dotted line is the rate every neuron would have under perfectly even use. The Gini "
              "coefficient summarises how unevenly a route spreads its choices (0 = even).")
 

@@ -373,3 +373,49 @@ def test_script_end_to_end(trained, tmp_path):
     data = json.loads((out / "analysis.json").read_text())
     assert data["meta"]["tokens"] == 300
     assert set(data["routing_paths"]["path"][0]["layers"][0]) == set(ROUTE_NAMES)
+
+
+def test_missing_tagger_skips_pos_with_the_reason(trained, tmp_path, monkeypatch):
+    model_dir, text_file, model, tokenizer = trained
+
+    def no_tagger(name=None):
+        raise ra.AnalysisError("spaCy is not installed (test); install it with: " + ra.SPACY_INSTALL_HINT)
+
+    monkeypatch.setattr(ra, "load_pos_tagger", no_tagger)
+    res = ra.run_analysis(model_dir, text_file, tmp_path, model=model, tokenizer=tokenizer, max_tokens=200,
+                          block_size=32, plots=False, progress=False)
+    assert res["pos_alignment"] == {"skipped": True, "reason": res["pos_alignment"]["reason"]}
+    assert "spaCy is not installed" in res["pos_alignment"]["reason"]
+    assert "spaCy is not installed" in res["interventions"]["reason"]
+    html = (tmp_path / "report.html").read_text()
+    assert "Skipped: spaCy is not installed" in html
+
+
+def test_constant_counts_give_undefined_r_with_reason(trained):
+    stats = ra.RoutingStatistics.for_config(trained[2].config)
+    n = stats.sizes["feature_q"][0]
+    stats.n_tokens = 10
+    for route, (size, k) in stats.sizes.items():
+        stats.counts[route][:] = torch.arange(size) % 3 + 1
+    stats.counts["feature_q"][:] = 5  # Q uses every neuron equally: r is undefined
+    qk = ra.qk_specialization(stats)
+    e = qk["pools"]["feature_qk"]
+    assert e["r"] is None and "undefined" in e["r_undefined_reason"]
+    assert e["r_per_layer"] == [None] * stats.n_layers and "r_per_layer_undefined_reason" in e
+    assert qk["pools"]["restore_qk"]["r"] == pytest.approx(1.0)
+    assert len(e["categories_per_layer"]) == stats.n_layers and e["shared"] == n
+
+
+@pytest.mark.skipif(not HAVE_SPACY, reason="spaCy English model not installed")
+def test_pos_ablation_experiment(trained, stats):
+    from modeling_dawn.neuron_interventions import pos_ablation_experiment
+
+    stats_, kept = stats
+    model = trained[2]
+    pos = ra.pos_alignment(stats_)
+    aligned = pos["routes"]["feature_know"]["most_aligned"]["NOUN"][:3]
+    res = pos_ablation_experiment(model, kept, aligned, "feature_know", "NOUN", ra.UPOS_TAGS, n_random=2)
+    assert res["aligned"]["neurons"] == sorted(aligned)
+    assert all(not set(r["neurons"]) & set(aligned) for r in res["random"])
+    assert res["aligned"]["tag_tokens"] > 0 and res["aligned"]["other_tokens"] > 0
+    assert all(isinstance(v, float) for v in (res["selectivity_aligned"], res["selectivity_random"]))
