@@ -39,7 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--output_dir", default="demo_output")
     p.add_argument("--config_name", default="dawn-small")
     p.add_argument("--config_overrides", default=None)
-    p.add_argument("--max_steps", type=int, default=240)
+    p.add_argument("--max_steps", type=int, default=300, help="length of the learning-rate schedule")
+    p.add_argument("--time_budget", type=float, default=210.0,
+                   help="stop training after this many seconds even before --max_steps (0: no limit), so the "
+                        "demo stays within a few minutes on a slow or busy machine")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--block_size", type=int, default=128)
     p.add_argument("--learning_rate", type=float, default=1e-3)
@@ -109,7 +112,25 @@ def main(argv=None):
     if args.config_overrides:
         train_argv += ["--config_overrides", args.config_overrides]
     print("python scripts/train.py " + " ".join(train_argv), flush=True)
-    train_script.main(train_argv)
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self, seconds):
+            self.seconds, self.t0, self.stopped_at = seconds, None, None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.seconds and time.time() - self.t0 > self.seconds and state.global_step < state.max_steps:
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
+
+    budget = TimeBudget(args.time_budget)
+    train_script.main(train_argv, callbacks=[budget])
+    if budget.stopped_at is not None:
+        print(f"[demo] time budget of {args.time_budget:.0f}s reached: stopped after {budget.stopped_at} of "
+              f"{args.max_steps} steps (a faster machine trains longer; --time_budget 0 disables the limit)")
     t_train = time.time() - start
 
     # ------------------------------------------------------------------ 2. evaluate trained vs untrained

@@ -361,12 +361,12 @@ def build_model(model_args, tokenizer, training_args):
     return model, info
 
 
-def main(argv=None):
+def main(argv=None, callbacks=None):
     model_args, data_args, training_args = parse_args(argv)
-    return run(model_args, data_args, training_args)
+    return run(model_args, data_args, training_args, callbacks=callbacks)
 
 
-def run(model_args, data_args, training_args):
+def run(model_args, data_args, training_args, callbacks=None):
     import datasets
     import transformers
     from transformers import DataCollatorForLanguageModeling, default_data_collator, set_seed
@@ -454,7 +454,7 @@ def run(model_args, data_args, training_args):
         compute_metrics=compute_metrics if training_args.do_eval else None,
         preprocess_logits_for_metrics=preprocess if training_args.do_eval else None,
         paper_schedule=model_args.paper_schedule, warmup_start_factor=model_args.warmup_start_factor,
-        min_lr_ratio=model_args.min_lr_ratio,
+        min_lr_ratio=model_args.min_lr_ratio, callbacks=callbacks,
     )
 
     record = {
