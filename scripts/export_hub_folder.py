@@ -48,6 +48,7 @@ PIPELINE_TAGS = {
     "DawnForSequenceClassification": "text-classification",
     "DawnModel": "feature-extraction",
 }
+TRAINING_RECORD = "dawn_training_data.json"  # what scripts/train.py records about its data, next to the model
 # eval_results.json key -> (model-index metric type, display name, scale for display)
 EVAL_METRICS = {
     "perplexity": ("perplexity", "Perplexity"),
@@ -106,15 +107,38 @@ def load_eval_results(eval_results) -> dict | None:
     return eval_results
 
 
-def _metric_values(eval_results: dict) -> list[tuple[str, str, float]]:
-    """[(metric type, display name, value)] for the metrics the card reports (finite numbers only)."""
+def _eval_dataset(eval_results: dict) -> tuple[str, str, str | None] | None:
+    """(dataset type = Hub id or description, display name, config) of an eval_results dict, if it says.
+
+    Reads `dataset_name` / `dataset_config_name`, or evaluate.py's `data` (a dict of those, or a description)."""
+    data = eval_results.get("data", eval_results)
+    if isinstance(data, str) and data:
+        return data, data, None
+    if isinstance(data, dict) and isinstance(data.get("dataset_name"), str):
+        config = data.get("dataset_config_name") if isinstance(data.get("dataset_config_name"), str) else None
+        name = data["dataset_name"] + (f" ({config})" if config else "")
+        return data["dataset_name"], name, config
+    return None
+
+
+def _metric_values(eval_results: dict, pipeline_tag: str = "text-generation") -> list[tuple[str, str, float]]:
+    """[(metric type, display name, value)] for the metrics the card reports (finite numbers only).
+
+    Language models: perplexity (exp(eval_loss) when not given), token accuracy, loss. Classifiers: accuracy and
+    loss (a perplexity of a classification loss means nothing)."""
     out = []
     results = dict(eval_results)
-    if "perplexity" not in results and isinstance(results.get("eval_loss"), (int, float)):
+    classifier = pipeline_tag == "text-classification"
+    if classifier:
+        results.pop("perplexity", None)
+    elif "perplexity" not in results and isinstance(results.get("eval_loss"), (int, float)):
         results["perplexity"] = math.exp(min(results["eval_loss"], 700.0))
     for key, (metric_type, display) in EVAL_METRICS.items():
         value = results.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if metric_type == "accuracy":
+                display = {"fill-mask": "Masked-token accuracy", "text-classification": "Accuracy"}.get(
+                    pipeline_tag, display)
             out.append((metric_type, display, float(value)))
     return out
 
@@ -148,14 +172,12 @@ def _model_class(config):
 
 def _training_datasets(model_dir: Path) -> list[str]:
     """Dataset names recorded by scripts/train.py next to the model, if any."""
-    for path in model_dir.glob("*.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("dataset_name"), str) and "objective" in data:
-            return [data["dataset_name"]]
-    return []
+    path = model_dir / TRAINING_RECORD
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return []
+    return [data["dataset_name"]] if isinstance(data, dict) and isinstance(data.get("dataset_name"), str) else []
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,16 +204,19 @@ def build_model_card(
     pipeline_tag = PIPELINE_TAGS.get(architecture, "text-generation")
     datasets = list(datasets or [])
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else "dawn")
-    metrics = _metric_values(eval_results) if eval_results else []
+    metrics = _metric_values(eval_results, pipeline_tag) if eval_results else []
     results = []
     if metrics:
-        ds = eval_dataset or (eval_results.get("dataset_name") if isinstance(eval_results.get("dataset_name"), str)
-                              else None) or (datasets[0] if datasets else "held-out text")
+        if eval_dataset:
+            ds_type, ds_name, ds_config = eval_dataset, eval_dataset, None
+        else:
+            ds_type, ds_name, ds_config = _eval_dataset(eval_results) or (
+                (datasets[0], datasets[0], None) if datasets else ("held-out text", "held-out text", None))
         task = {"fill-mask": "fill-mask", "text-classification": "text-classification"}.get(
             pipeline_tag, "text-generation")
         results = [
-            EvalResult(task_type=task, dataset_type=ds, dataset_name=ds, metric_type=metric_type,
-                       metric_name=display, metric_value=value)
+            EvalResult(task_type=task, dataset_type=ds_type, dataset_name=ds_name, dataset_config=ds_config,
+                       metric_type=metric_type, metric_name=display, metric_value=value)
             for metric_type, display, value in metrics
         ]
     data = ModelCardData(
@@ -257,8 +282,10 @@ def _card_body(config, n_params, n_params_no_emb, architecture, pipeline_tag, me
         eval_rows = "\n".join(
             f"| {display} | {value:.4f} |" if metric_type != "accuracy" else f"| {display} | {100 * value:.2f}% |"
             for metric_type, display, value in metrics)
-        eval_section = (f"## Evaluation\n\nOn {ds} (held-out rows; perplexity = exp(mean cross-entropy), "
-                        f"top-1 next-token accuracy):\n\n| metric | value |\n|---|---|\n{eval_rows}\n")
+        what = {"fill-mask": "perplexity = exp(mean cross-entropy over masked tokens), top-1 masked-token accuracy",
+                "text-classification": "classification accuracy and cross-entropy"}.get(
+            pipeline_tag, "perplexity = exp(mean cross-entropy), top-1 next-token accuracy")
+        eval_section = (f"## Evaluation\n\nOn {ds} (held-out rows; {what}):\n\n| metric | value |\n|---|---|\n{eval_rows}\n")
     else:
         eval_section = "## Evaluation\n\nNo evaluation results were supplied with this export.\n"
     data_line = (f"Training data: {', '.join(datasets)}." if datasets else

