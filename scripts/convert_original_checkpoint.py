@@ -48,7 +48,6 @@ def convert_checkpoint(
 
     Raises `dawn_checkpoint.CheckpointError` (bad checkpoint/config) or `ExportError` (writing the folder).
     """
-    import torch
     from modeling_dawn import DawnForCausalLM
 
     output = Path(output)

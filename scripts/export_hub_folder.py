@@ -285,7 +285,8 @@ def _card_body(config, n_params, n_params_no_emb, architecture, pipeline_tag, me
         what = {"fill-mask": "perplexity = exp(mean cross-entropy over masked tokens), top-1 masked-token accuracy",
                 "text-classification": "classification accuracy and cross-entropy"}.get(
             pipeline_tag, "perplexity = exp(mean cross-entropy), top-1 next-token accuracy")
-        eval_section = (f"## Evaluation\n\nOn {ds} (held-out rows; {what}):\n\n| metric | value |\n|---|---|\n{eval_rows}\n")
+        eval_section = (f"## Evaluation\n\nOn {ds} (held-out rows; {what}):\n\n"
+                        f"| metric | value |\n|---|---|\n{eval_rows}\n")
     else:
         eval_section = "## Evaluation\n\nNo evaluation results were supplied with this export.\n"
     data_line = (f"Training data: {', '.join(datasets)}." if datasets else
@@ -394,7 +395,6 @@ def export_hub_folder(
         folder is moved into place.
     Returns the output folder.
     """
-    import torch  # noqa: F401  (fail early with a clear error if missing)
     from modeling_dawn import DawnConfig
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
@@ -409,6 +409,9 @@ def export_hub_folder(
     if datasets is None:
         datasets = _training_datasets(model_dir)
 
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    if model_type != DawnConfig.model_type:
+        raise ExportError(f"{model_dir} holds a {model_type!r} model; this exports DAWN models only")
     config = DawnConfig.from_pretrained(model_dir)
     cls = _model_class(config)
     model = cls.from_pretrained(model_dir).eval()
@@ -476,8 +479,10 @@ def _check_weights(folder: Path, expected: dict) -> None:
     written.pop("lm_head.weight", None)
     expected = {k: v for k, v in expected.items() if k != "lm_head.weight"}
     problems = sorted(set(expected) ^ set(written))
-    problems += sorted(k for k in expected.keys() & written.keys()
-                       if expected[k].shape != written[k].shape or not expected[k].to(written[k].dtype).equal(written[k]))
+    problems += sorted(
+        k for k in expected.keys() & written.keys()
+        if expected[k].shape != written[k].shape or not expected[k].to(written[k].dtype).equal(written[k])
+    )
     if problems:
         raise ExportError("the written weights differ from the converted ones: " + ", ".join(problems))
 

@@ -61,9 +61,9 @@ def research_state_dict(c=TINY, seed=0):
         "router.neuron_router.proj_restore_know.weight": rnd(Ds, D, scale=0.5),
         "router.neuron_router.proj_restore_know.bias": rnd(Ds, scale=0.1),
     }
-    for route, n in (("feature_q", c["n_feature_qk"]), ("feature_k", c["n_feature_qk"]), ("feature_v", c["n_feature_v"]),
-                     ("restore_q", c["n_restore_qk"]), ("restore_k", c["n_restore_qk"]), ("restore_v", c["n_restore_v"]),
-                     ("feature_know", c["n_feature_know"]), ("restore_know", c["n_restore_know"])):
+    for route, pool in (("feature_q", "qk"), ("feature_k", "qk"), ("feature_v", "v"), ("restore_q", "qk"),
+                        ("restore_k", "qk"), ("restore_v", "v"), ("feature_know", "know"), ("restore_know", "know")):
+        n = c[f"n_{route.split('_')[0]}_{pool}"]
         sd[f"router.neuron_router.usage_ema_{route}"] = torch.rand(n, generator=g)
     for i in range(L):
         for norm in ("norm1", "norm2"):

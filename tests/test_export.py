@@ -133,7 +133,8 @@ CLEAN_LOAD_SCRIPT = textwrap.dedent(
             out["trace"] = list(trace.indices.shape)
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     out["tokens"] = tok("The capital of France is Paris", add_special_tokens=False)["input_ids"]
-    out["project_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("modeling_dawn", "configuration_dawn"))
+    project = ("modeling_dawn", "configuration_dawn")
+    out["project_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in project)
     print("RESULT" + json.dumps(out))
     """
 )
