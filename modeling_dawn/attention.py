@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .neuron_composition import compose
+from .neuron_composition import compose_attention
 
 
 def eager_attention_forward(
@@ -50,25 +50,21 @@ class DawnAttention(nn.Module):
     def forward(
         self,
         z: torch.Tensor,
-        qk_pools: tuple[torch.Tensor, torch.Tensor],
-        v_pools: tuple[torch.Tensor, torch.Tensor],
+        feature_pool: torch.Tensor,
+        restore_pool: torch.Tensor,
         choices: dict,
         attention_mask: torch.Tensor | None,
         cache=None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """z: [B, S, D] (normed); *_pools: (feature [N, D, R], restore [N, R, D]); choices: route -> (idx, w)."""
+        """z: [B, S, D] (normed); feature_pool [N_fqk + N_fv, D, R], restore_pool [N_rqk + N_rv, R, D] (whole
+        attention pools, Q/K rows first); choices: route -> (idx, w)."""
         batch, seq, _ = z.shape
-        impl = self.config.neuron_composition
-
-        def project(pools, feature_route, restore_route):
-            h = compose(z, pools[0], *choices[feature_route], impl=impl)  # [B, S, R]
-            out = compose(h, pools[1], *choices[restore_route], impl=impl)  # [B, S, D]
-            return out.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, S, hd]
-
-        query = project(qk_pools, "feature_q", "restore_q")
-        key = project(qk_pools, "feature_k", "restore_k")
-        value = project(v_pools, "feature_v", "restore_v")
+        qkv = compose_attention(
+            z, feature_pool, restore_pool, self.config.n_feature_qk, self.config.n_restore_qk, choices,
+            impl=self.config.neuron_composition,
+        )  # 3 x [B, S, D]
+        query, key, value = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in qkv)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 

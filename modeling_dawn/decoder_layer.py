@@ -123,10 +123,9 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         choices = self._route(
             z, "attention", ATTENTION_ROUTES, u.unbind(dim=2), shared.neuron_embeddings, routing_inputs, info
         )
-        fa, ra = shared.feature_attention, shared.restore_attention
-        qk_pools = (fa[: self.n_feature_qk], ra[: self.n_restore_qk])
-        v_pools = (fa[self.n_feature_qk:], ra[self.n_restore_qk:])
-        attn_out, attn_probs = self.attention(z, qk_pools, v_pools, choices, attention_mask, cache=cache, **kwargs)
+        attn_out, attn_probs = self.attention(
+            z, shared.feature_attention, shared.restore_attention, choices, attention_mask, cache=cache, **kwargs
+        )
         hidden_states = hidden_states + F.dropout(attn_out, self.hidden_dropout, self.training)
 
         # --- knowledge circuit ---

@@ -271,7 +271,7 @@ class RoutingStatistics:
             stats.pos_counts[route] = torch.zeros(n_tags, n, dtype=torch.long)
         stats.tag_tokens = torch.zeros(n_tags, dtype=torch.long)
         for f, r in COSELECTION_PAIRS:
-            stats.coselection[(f, r)] = torch.zeros(sizes[f][0], sizes[r][0], dtype=torch.float64)
+            stats.coselection[(f, r)] = torch.zeros(sizes[f][0], sizes[r][0], dtype=torch.long)
         return stats
 
     @torch.no_grad()
@@ -302,9 +302,8 @@ class RoutingStatistics:
                     self.pos_counts[route] += torch.bincount(lin.reshape(-1), minlength=n_tags * n).view(n_tags, n)
             for f, r in COSELECTION_PAIRS:
                 nf, nr = self.sizes[f][0], self.sizes[r][0]
-                one_f = torch.zeros(chosen[f].shape[0], nf, dtype=torch.float64).scatter_(1, chosen[f], 1.0)
-                one_r = torch.zeros(chosen[r].shape[0], nr, dtype=torch.float64).scatter_(1, chosen[r], 1.0)
-                self.coselection[(f, r)] += one_f.T @ one_r
+                pairs = chosen[f].unsqueeze(-1) * nr + chosen[r].unsqueeze(-2)  # [T, kf, kr]
+                self.coselection[(f, r)] += torch.bincount(pairs.reshape(-1), minlength=nf * nr).view(nf, nr)
         self.n_tokens += int(flat_valid.sum())
         self.n_batches += 1
 
@@ -517,7 +516,7 @@ def coselection(stats: RoutingStatistics, top_n: int = 10, min_count: int = 5) -
     decisions = stats.n_tokens * stats.n_layers
     out = {"decisions": decisions, "pairs": {}}
     for f, r in COSELECTION_PAIRS:
-        m = stats.coselection[(f, r)]
+        m = stats.coselection[(f, r)].double()
         kf, kr = stats.sizes[f][1], stats.sizes[r][1]
         joint = m / decisions
         pf, pr = stats.rates(f), stats.rates(r)
