@@ -75,7 +75,8 @@ def parse_args(argv=None):
                         dataloader_pin_memory=torch.cuda.is_available(),
                         use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    if not asks_help and "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
         parser.error("the following arguments are required: --output_dir")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if model_args.model_name_or_path and model_args.config_name:

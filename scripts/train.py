@@ -110,7 +110,8 @@ def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    if not asks_help and "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
         parser.error("the following arguments are required: --output_dir")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if model_args.objective not in ("clm", "mlm"):

@@ -237,6 +237,14 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
     assert "does not exist" in msg
 
 
+@pytest.mark.parametrize("script", ["train", "evaluate", "finetune"])
+def test_help_exits_cleanly(script, capsys):
+    main = {"train": train_script.main, "evaluate": evaluate_script.main, "finetune": finetune_script.main}[script]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("usage:")
+
+
 def test_command_line_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPTS / "train.py", "--output_dir", tmp_path, "--config_name",
                            "dawn-nope"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
