@@ -149,7 +149,8 @@ class DawnConfig(PreTrainedConfig):
         if kwargs.pop("gradient_checkpointing", False):
             logger.warning(
                 "DawnConfig(gradient_checkpointing=True) is a research-code training flag; "
-                "call model.gradient_checkpointing_enable() (or pass --gradient_checkpointing to Trainer)."
+                "call model.activation_checkpointing_enable() (or pass --activation_checkpointing to Trainer; "
+                "gradient_checkpointing_enable() / --gradient_checkpointing on transformers before the rename)."
             )
         self._refuse_typos(kwargs)
         if self.attention_dropout is None:

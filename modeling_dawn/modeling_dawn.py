@@ -190,7 +190,7 @@ class DawnModel(DawnPreTrainedModel):
             fn_kwargs = getattr(getattr(self, "_gradient_checkpointing_func", None), "keywords", {}) or {}
             if fn_kwargs.get("use_reentrant", False):
                 raise ValueError("DAWN supports activation checkpointing with use_reentrant=False only "
-                                 "(gradient_checkpointing_kwargs={'use_reentrant': False})")
+                                 "(activation_checkpointing_kwargs={'use_reentrant': False})")
             use_cache = False
 
         past_length = cache_length(cache)

@@ -1,6 +1,7 @@
 """Training-mode behaviour: auxiliary losses, usage statistics, activation checkpointing, Trainer accumulation."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -11,6 +12,17 @@ from transformers import Trainer, TrainingArguments
 from modeling_dawn import DawnForCausalLM
 from modeling_dawn.auxiliary_losses import knowledge_diversity_loss, orthogonality_loss
 from modeling_dawn.routing import ROUTES
+
+
+def _enable_activation_checkpointing(model, **checkpoint_kwargs):
+    """transformers' activation_checkpointing_enable where it exists (gradient_checkpointing_enable is its deprecated
+    alias there), gradient_checkpointing_enable on versions before the rename."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # no deprecated path is taken
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
 
 
 def _train_model(**overrides):
@@ -96,7 +108,7 @@ def test_activation_checkpointing_gives_identical_gradients_and_one_usage_update
     torch.manual_seed(1)
     plain = _train_model(**ROUTING_MODES[mode])
     ckpt = copy.deepcopy(plain)
-    ckpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    _enable_activation_checkpointing(ckpt, use_reentrant=False)
     assert all(layer.gradient_checkpointing for layer in ckpt.model.layers)
     ids = torch.randint(0, 61, (2, 8))
     for model in (plain, ckpt):
@@ -110,9 +122,32 @@ def test_activation_checkpointing_gives_identical_gradients_and_one_usage_update
         torch.testing.assert_close(ckpt.model.router.usage()[name], buf, rtol=0, atol=0)
 
     reentrant = copy.deepcopy(plain)
-    reentrant.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    _enable_activation_checkpointing(reentrant, use_reentrant=True)
     with pytest.raises(ValueError, match="use_reentrant=False"):
         reentrant(ids, labels=ids)
+
+
+def test_trainer_activation_checkpointing_flag(tmp_path):
+    """The Trainer flag (activation_checkpointing, formerly gradient_checkpointing) switches it on for every layer,
+    without deprecation warnings, and training runs."""
+    flag = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+    model = _train_model()
+    data = Dataset.from_list([{"input_ids": [int(t) for t in torch.randint(1, 61, (8,))]} for _ in range(2)])
+
+    def collate(batch):
+        ids = torch.tensor([b["input_ids"] for b in batch])
+        return {"input_ids": ids, "labels": ids}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        targs = TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1, report_to=[], save_strategy="no",
+            use_cpu=True, disable_tqdm=True, **{flag: True},
+        )
+        result = Trainer(model=model, args=targs, train_dataset=data, data_collator=collate).train()
+    assert all(layer.gradient_checkpointing for layer in model.model.layers)
+    assert result.training_loss > 0
 
 
 def test_trainer_gradient_accumulation_is_exact(tmp_path):
