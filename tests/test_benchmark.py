@@ -2,8 +2,10 @@
 
 import re
 
-import benchmark
 import pytest
+from conftest import import_script
+
+benchmark = import_script("benchmark")
 
 
 def test_benchmark_smoke_run_writes_a_complete_section(tmp_path):
