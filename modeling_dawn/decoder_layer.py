@@ -13,8 +13,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from .attention import DawnAttention
 from .knowledge import DawnKnowledge
 from .routing import (
-    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, decide_route, load_balance_term, pool_slices, route_sizes,
-    selection_fraction, topk_renormalise,
+    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, decide_route, load_balance_term, padded_pool_rows, pool_slices,
+    route_sizes, selection_fraction, topk_renormalise,
 )
 from .shared_weights import SharedTensors
 
@@ -69,16 +69,22 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         # after every routing decision of this layer. The interpretability toolkit uses it for neuron
         # ablation / scaling / forcing; it is None (no cost) otherwise.
         self.route_intervention = None
-        self._pool_rows_cache = {}  # (routes, device) -> padded pool rows, see _padded_pool_rows
+        self._route_padding = {  # circuit -> [R, Nmax] bool, True where a route's pool is padded (moved lazily)
+            "attention": padded_pool_rows(config, ATTENTION_ROUTES)[1],
+            "knowledge": padded_pool_rows(config, KNOWLEDGE_ROUTES)[1],
+        }
 
-    def _route(self, z, circuit, routes, projections, embeddings, ctx: RoutingInputs, info: LayerRoutingInfo):
-        """Decide every route of one circuit. projections: [B, S, R, Ds] (one per route) -> route -> (idx, w)."""
+    def _route(self, circuit, routes, projections, embeddings, route_table, ctx: RoutingInputs, info: LayerRoutingInfo):
+        """Decide every route of one circuit -> route -> (indices, weights).
+
+        projections: [B, S, R, Ds] (one per route); embeddings: [N_total, Ds]; route_table: [R, Nmax, Ds] (the
+        routes' pool rows, padded)."""
         cumulative = not self.token_routing[circuit]
         if cumulative:
             decisions = [self._decide_cumulative(route, projections[:, :, r], embeddings, ctx)
                          for r, route in enumerate(routes)]
         else:
-            decisions = self._decide_token(routes, projections, embeddings)
+            decisions = self._decide_token(circuit, routes, projections, route_table)
         choices = {}
         for route, (indices, weights, prefs, logits) in zip(routes, decisions):
             if self.route_intervention is not None:
@@ -111,35 +117,24 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
             ctx.cache.set_state(state_key + ".den", new_state[1])
         return indices, weights, prefs, logits
 
-    def _padded_pool_rows(self, routes, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of the neuron-embedding table for each route, padded to the largest pool: ([R, Nmax] int64 row
-        indices (padding points at row 0), [R, Nmax] bool padding mask). Cached per device."""
-        key = (tuple(r.name for r in routes), str(device))
-        if key not in self._pool_rows_cache:
-            slices = [self.pool_slices[r.pool] for r in routes]
-            n_max = max(s.stop - s.start for s in slices)
-            rows = torch.zeros(len(routes), n_max, dtype=torch.long)
-            pad = torch.ones(len(routes), n_max, dtype=torch.bool)
-            for r, sl in enumerate(slices):
-                rows[r, : sl.stop - sl.start] = torch.arange(sl.start, sl.stop)
-                pad[r, : sl.stop - sl.start] = False
-            self._pool_rows_cache[key] = (rows.to(device), pad.to(device))
-        return self._pool_rows_cache[key]
-
-    def _decide_token(self, routes, projections, embeddings):
+    def _decide_token(self, circuit, routes, projections, route_table):
         """Token routing of a circuit's routes together: routes with the same k share one logits product, one
         softmax and one top-k over their pools padded to the largest (the padding gets probability 0 and is never
         chosen). Same result as routing them one by one, with a fraction of the small ops (decoding steps are
         bound by op count). projections: [B, S, R, Ds] -> per route (indices, weights, prefs, logits)."""
+        padding = self._route_padding[circuit]
+        if padding.device != projections.device:
+            padding = self._route_padding[circuit] = padding.to(projections.device)
         out = [None] * len(routes)
         by_k = {}
         for r, route in enumerate(routes):
             by_k.setdefault(self.route_sizes[route.name][1], []).append(r)
         for k, members in by_k.items():
-            group = [routes[r] for r in members]
-            rows, pad = self._padded_pool_rows(group, projections.device)
-            u = projections if len(members) == len(routes) else projections[:, :, members]  # [B, S, G, Ds]
-            logits = torch.einsum("bsgd,gnd->bsgn", u, embeddings[rows])  # [B, S, G, Nmax]
+            if len(members) == len(routes):
+                u, table, pad = projections, route_table, padding  # [B, S, G, Ds], [G, Nmax, Ds], [G, Nmax]
+            else:
+                u, table, pad = projections[:, :, members], route_table[members], padding[members]
+            logits = torch.einsum("bsgd,gnd->bsgn", u, table)  # [B, S, G, Nmax]
             dtype = torch.promote_types(logits.dtype, torch.float32)  # routing in >= fp32, as decide_route
             prefs = torch.softmax(logits.to(dtype).masked_fill(pad, float("-inf")), dim=-1)
             # padding gets -1 for top-k, below any probability (even one that underflowed to 0), so k <= N
@@ -169,7 +164,10 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         z = self.attention_norm(hidden_states)
         u = F.linear(z, shared.attention_proj_weight, shared.attention_proj_bias)  # [B, S, 6*Ds]
         u = F.dropout(u, self.router_dropout, self.training).view(batch, seq, 6, ds)
-        choices = self._route(z, "attention", ATTENTION_ROUTES, u, shared.neuron_embeddings, routing_inputs, info)
+        choices = self._route(
+            "attention", ATTENTION_ROUTES, u, shared.neuron_embeddings, shared.attention_route_embeddings,
+            routing_inputs, info,
+        )
         attn_out, attn_probs = self.attention(
             z, shared.feature_attention, shared.restore_attention, choices, attention_mask, cache=cache, **kwargs
         )
@@ -184,7 +182,8 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
                       self.router_dropout, self.training),
         ], dim=2)  # [B, S, 2, Ds]
         choices = self._route(
-            z2, "knowledge", KNOWLEDGE_ROUTES, projections, shared.neuron_embeddings, routing_inputs, info
+            "knowledge", KNOWLEDGE_ROUTES, projections, shared.neuron_embeddings, shared.knowledge_route_embeddings,
+            routing_inputs, info,
         )
         know_out = self.knowledge(z2, shared.feature_knowledge, shared.restore_knowledge, choices)
         hidden_states = hidden_states + F.dropout(know_out, self.hidden_dropout, self.training)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .routing import ROUTES, pool_slices
+from .routing import ATTENTION_ROUTES, KNOWLEDGE_ROUTES, ROUTES, padded_pool_rows, pool_slices
 
 
 def _view(param: torch.Tensor) -> torch.Tensor:
@@ -27,6 +27,8 @@ class SharedTensors(NamedTuple):
     feature_knowledge: torch.Tensor  # [N_fk, D, Rk]
     restore_knowledge: torch.Tensor  # [N_rk, Rk, D]
     neuron_embeddings: torch.Tensor  # [N_total, Ds], rows L2-normalised
+    attention_route_embeddings: torch.Tensor  # [6, Nmax, Ds]: each attention route's pool rows, zero-padded
+    knowledge_route_embeddings: torch.Tensor  # [2, Nmax, Ds]: the same for the two knowledge routes
     attention_proj_weight: torch.Tensor  # [6 * Ds, D]
     attention_proj_bias: torch.Tensor  # [6 * Ds]
     feature_know_proj_weight: torch.Tensor  # [Ds, D]
@@ -86,10 +88,25 @@ class DawnRouter(nn.Module):
             size = slices[route.pool].stop - slices[route.pool].start
             self.register_buffer(f"usage_ema_{route.name}", torch.zeros(size))
         self.usage_ema_decay = config.usage_ema_decay
+        # row indices of each circuit's routes (plain tensors, not buffers: derived from the config)
+        self._route_rows = {
+            "attention": padded_pool_rows(config, ATTENTION_ROUTES)[0],
+            "knowledge": padded_pool_rows(config, KNOWLEDGE_ROUTES)[0],
+        }
+
+    def _route_table(self, normalised: torch.Tensor, circuit: str) -> torch.Tensor:
+        rows = self._route_rows[circuit]
+        if rows.device != normalised.device:
+            rows = self._route_rows[circuit] = rows.to(normalised.device)
+        return normalised[rows]  # [R, Nmax, Ds]; padding rows are copies of row 0, masked by the layers
 
     def forward(self) -> tuple[torch.Tensor, ...]:
+        """(normalised embeddings [N_total, Ds], attention route table [6, Nmax, Ds], knowledge route table
+        [2, Nmax, Ds], then the projections' weights and biases). The tables are gathered once per model forward,
+        not once per layer."""
+        normalised = F.normalize(self.neuron_embeddings, dim=-1)
         return (
-            F.normalize(self.neuron_embeddings, dim=-1),
+            normalised, self._route_table(normalised, "attention"), self._route_table(normalised, "knowledge"),
             *self.attention_proj(), *self.feature_know_proj(), *self.restore_know_proj(),
         )
 
