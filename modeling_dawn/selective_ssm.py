@@ -7,6 +7,14 @@ It runs once over the embeddings u = x (before layer 1), with a diagonal state m
     y' = LN(y);  score_t = <u_t, W_imp y'_t> / temperature;  context = (y' W_ctx^T) * context_scale
 
 Padded positions get delta = 0, so they neither decay nor feed the state: left padding leaves h untouched.
+
+Two exact ways to run the recurrence, picked by device (`scan_ssm`):
+* `recurrent_scan` (CPU): the work-optimal loop over positions on [B, D, Ns] states that stay in cache, from the
+  factored inputs (delta [B,S,D], A, delta*u, Bt, Ct), with a hand-written backward (the reverse recurrence,
+  states recomputed chunk by chunk from sqrt(S) checkpoints). It never materialises a [B, S, D, Ns] tensor.
+* `selective_scan` (CUDA): a chunked scan with ~2 sqrt(S) sequential steps over materialised [B, S, D, Ns]
+  tensors, for devices where each small step costs a kernel launch and bandwidth is plentiful.
+`selective_scan_reference` is the plain loop the tests hold both to.
 """
 
 import math
@@ -26,10 +34,12 @@ def selective_scan_reference(
     """
     batch, seq, dim, ns = inputs.shape
     h = inputs.new_zeros(batch, dim, ns) if state is None else state.to(inputs.dtype)
+    if seq == 0:
+        return inputs.new_zeros(batch, 0, dim), h
     ys = []
-    for t in range(seq):
-        h = torch.exp(decay_log[:, t]) * h + inputs[:, t]
-        ys.append(torch.einsum("bdn,bn->bd", h, c[:, t]))
+    for decay_log_t, inputs_t, c_t in zip(decay_log.unbind(1), inputs.unbind(1), c.unbind(1)):
+        h = torch.exp(decay_log_t) * h + inputs_t
+        ys.append(torch.einsum("bdn,bn->bd", h, c_t))
     return torch.stack(ys, dim=1), h
 
 
@@ -92,6 +102,90 @@ def selective_scan(
     return y, states[:, -1]
 
 
+class _RecurrentScan(torch.autograd.Function):
+    """h_t = exp(delta_t (x) a) * h_{t-1} + du_t (x) b_t ;  y_t = h_t c_t, forward and backward as loops over t.
+
+    delta, du: [B, S, D]; a: [D, Ns]; b, c: [B, S, Ns]; h0: [B, D, Ns] -> (y [B, S, D], h_S [B, D, Ns]).
+    Saves the state every `chunk` positions only; the backward recomputes each chunk's states from its checkpoint
+    and runs the reverse recurrence g_{t-1} = exp(delta_t a) * g_t (g = dL/dh), so memory is O(sqrt(S)) states.
+    """
+
+    @staticmethod
+    def _steps(delta, a, du, b, h, start, stop):
+        """States h_start..h_{stop-1} and decays from h_{start-1} = h. Yields (decay_t, h_t)."""
+        for t in range(start, stop):
+            decay = torch.exp(delta[:, t, :, None] * a)  # [B, D, Ns]
+            h = torch.baddbmm(decay * h, du[:, t, :, None], b[:, t, None, :])
+            yield decay, h
+
+    @staticmethod
+    def forward(ctx, delta, a, du, b, c, h0):
+        seq = delta.shape[1]
+        chunk = max(1, math.ceil(math.sqrt(seq)))
+        checkpoints, ys, h = [], [], h0
+        for t0 in range(0, seq, chunk):
+            checkpoints.append(h)
+            for t, (_, h) in enumerate(_RecurrentScan._steps(delta, a, du, b, h, t0, min(t0 + chunk, seq)), t0):
+                ys.append(torch.bmm(h, c[:, t, :, None]).squeeze(-1))  # [B, D]
+        ctx.chunk = chunk
+        ctx.save_for_backward(delta, a, du, b, c, *checkpoints)
+        return torch.stack(ys, dim=1), h
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h):
+        delta, a, du, b, c, *checkpoints = ctx.saved_tensors
+        seq, chunk = delta.shape[1], ctx.chunk
+        grad_y = torch.zeros_like(du) if grad_y is None else grad_y
+        g = torch.zeros_like(checkpoints[0]) if grad_h is None else grad_h.clone()  # dL/dh_t, [B, D, Ns]
+        d_delta, d_du, d_b, d_c = [None] * seq, [None] * seq, [None] * seq, [None] * seq
+        d_a = torch.zeros_like(g)  # sum over t of (dL/d log-decay_t) * delta_t, reduced over the batch at the end
+        for i in reversed(range(len(checkpoints))):
+            t0 = i * chunk
+            stop = min(t0 + chunk, seq)
+            steps = list(_RecurrentScan._steps(delta, a, du, b, checkpoints[i], t0, stop))
+            for t in reversed(range(t0, stop)):
+                decay, h = steps[t - t0]
+                h_prev = steps[t - t0 - 1][1] if t > t0 else checkpoints[i]
+                dy = grad_y[:, t]  # [B, D]
+                d_c[t] = torch.bmm(dy[:, None, :], h).squeeze(1)  # [B, Ns]
+                g = torch.baddbmm(g, dy[:, :, None], c[:, t, None, :])  # + dy_t (x) c_t
+                d_du[t] = torch.bmm(g, b[:, t, :, None]).squeeze(-1)  # [B, D]
+                d_b[t] = torch.bmm(du[:, t, None, :], g).squeeze(1)  # [B, Ns]
+                g = g * decay  # now dL/dh_{t-1} through this step
+                grad_log_decay = g * h_prev  # dL/d(delta_t a), [B, D, Ns]
+                d_delta[t] = (grad_log_decay * a).sum(-1)  # [B, D]
+                d_a.addcmul_(grad_log_decay, delta[:, t, :, None])
+        return (torch.stack(d_delta, 1), d_a.sum(0), torch.stack(d_du, 1), torch.stack(d_b, 1),
+                torch.stack(d_c, 1), g)
+
+
+def recurrent_scan(
+    delta: torch.Tensor, a: torch.Tensor, du: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SSM recurrence from its factors, without [B, S, D, Ns] tensors (see `_RecurrentScan`).
+
+    delta, du: [B, S, D]; a: [D, Ns] (<= 0); b, c: [B, S, Ns]; state: [B, D, Ns] or None.
+    Same result as `selective_scan_reference(delta[..., None] * a, du[..., None] * b[:, :, None], c, state)`.
+    """
+    batch, seq, dim = du.shape
+    h0 = du.new_zeros(batch, dim, a.shape[-1]) if state is None else state.to(du.dtype)
+    if seq == 0:
+        return du.new_zeros(batch, 0, dim), h0
+    return _RecurrentScan.apply(delta, a, du, b, c, h0)
+
+
+def scan_ssm(
+    delta: torch.Tensor, a: torch.Tensor, du: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence on the path for the device: chunked scan on CUDA, recurrent loop elsewhere (measured on
+    CPU: forward 137 ms sequential vs 920 ms chunked at 8 x 512, the chunked scan being bandwidth-bound there)."""
+    if du.is_cuda:
+        return selective_scan(delta.unsqueeze(-1) * a, du.unsqueeze(-1) * b.unsqueeze(-2), c, state)
+    return recurrent_scan(delta, a, du, b, c, state)
+
+
 class DawnSelectiveSSM(nn.Module):
     """Importance scores [B, S] and optional routing context [B, S, D] from the embeddings."""
 
@@ -116,13 +210,11 @@ class DawnSelectiveSSM(nn.Module):
         b, c = self.B_proj(u), self.C_proj(u)  # [B, S, Ns]
         dtype = torch.promote_types(u.dtype, torch.float32)  # the scan runs in fp32 at least (bf16 models too)
         a = -torch.exp(self.A_log.to(dtype))  # [D, Ns]
-        decay_log = delta.to(dtype).unsqueeze(-1) * a  # [B, S, D, Ns]
-        inputs = (delta * u).to(dtype).unsqueeze(-1) * b.to(dtype).unsqueeze(-2)  # [B, S, D, Ns]
-        y, new_state = selective_scan(decay_log, inputs, c.to(dtype), state)
+        y, new_state = scan_ssm(delta.to(dtype), a, (delta * u).to(dtype), b.to(dtype), c.to(dtype), state)
         y = self.norm(y.to(u.dtype))
         scores = (u * self.importance_proj(y)).sum(-1) / self.temperature  # [B, S]
         context = self.context_proj(y) * self.context_scale * valid.unsqueeze(-1).to(u.dtype)
         return scores, context, new_state
 
 
-__all__ = ["DawnSelectiveSSM", "selective_scan", "selective_scan_reference"]
+__all__ = ["DawnSelectiveSSM", "recurrent_scan", "scan_ssm", "selective_scan", "selective_scan_reference"]

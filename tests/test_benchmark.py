@@ -22,7 +22,7 @@ def test_benchmark_smoke_run_writes_a_complete_section(tmp_path):
     assert [r.split("|")[2].strip() for r in rows] == ["DAWN token", "DAWN cumulative", "GPT-2"]
     for row in rows[:2]:  # measured times and a ratio to GPT-2 in every DAWN row
         assert re.search(r"\| \d+ ms \| \d+\.\d\dx [✓✗] \|", row), row
-    assert re.search(r"\| fwd\+bwd \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+x", section)
+    assert re.search(r"\| fwd\+bwd \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+x [✓✗] \|", section)
     assert len([line for line in section.splitlines() if line.startswith("| 3 (4) |")]) == 3
 
     # a second run for the same device replaces its section instead of appending another
