@@ -13,8 +13,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from .attention import DawnAttention
 from .knowledge import DawnKnowledge
 from .routing import (
-    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, decide_route, load_balance_term, padded_pool_rows, pool_slices,
-    route_sizes, selection_fraction, topk_renormalise,
+    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, decide_route, load_balance_term, pool_slices, route_sizes,
+    selection_fraction, topk_renormalise,
 )
 from .shared_weights import SharedTensors
 
@@ -69,10 +69,20 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         # after every routing decision of this layer. The interpretability toolkit uses it for neuron
         # ablation / scaling / forcing; it is None (no cost) otherwise.
         self.route_intervention = None
-        self._route_padding = {  # circuit -> [R, Nmax] bool, True where a route's pool is padded (moved lazily)
-            "attention": padded_pool_rows(config, ATTENTION_ROUTES)[1],
-            "knowledge": padded_pool_rows(config, KNOWLEDGE_ROUTES)[1],
+        self._index_copies = {}  # see _on_device
+        # token routing decides together the routes of a circuit with the same pool size N and the same k
+        self._token_route_groups = {
+            circuit: self._group_routes(routes) for circuit, routes in
+            (("attention", ATTENTION_ROUTES), ("knowledge", KNOWLEDGE_ROUTES))
         }
+
+    def _group_routes(self, routes) -> list:
+        """[(N, k, [route positions], index tensor or None when the group is the whole circuit)]."""
+        groups = {}
+        for r, route in enumerate(routes):
+            groups.setdefault(self.route_sizes[route.name], []).append(r)
+        return [(n, k, members, None if len(members) == len(routes) else torch.tensor(members, device="cpu"))
+                for (n, k), members in groups.items()]
 
     def _route(self, circuit, routes, projections, embeddings, route_table, ctx: RoutingInputs, info: LayerRoutingInfo):
         """Decide every route of one circuit -> route -> (indices, weights).
@@ -117,33 +127,34 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
             ctx.cache.set_state(state_key + ".den", new_state[1])
         return indices, weights, prefs, logits
 
+    def _on_device(self, index: torch.Tensor, device) -> torch.Tensor:
+        """`index` (a CPU constant derived from the config) on `device`, copied there once."""
+        if index.device == device:
+            return index
+        key = (id(index), str(device))
+        if key not in self._index_copies:
+            self._index_copies[key] = index.to(device)
+        return self._index_copies[key]
+
     def _decide_token(self, circuit, routes, projections, route_table):
-        """Token routing of a circuit's routes together: routes with the same k share one logits product, one
-        softmax and one top-k over their pools padded to the largest (the padding gets probability 0 and is never
-        chosen). Same result as routing them one by one, with a fraction of the small ops (decoding steps are
-        bound by op count). projections: [B, S, R, Ds] -> per route (indices, weights, prefs, logits)."""
-        padding = self._route_padding[circuit]
-        if padding.device != projections.device:
-            padding = self._route_padding[circuit] = padding.to(projections.device)
+        """Token routing of a circuit's routes with the same pool size N and the same k in one go: one logits
+        product, one softmax and one top-k for the group. Same result as routing them one by one, with a fraction
+        of the small ops (a decoding step is bound by op count), and no padding: a group's pools have equal size.
+        projections: [B, S, R, Ds]; route_table: [R, Nmax, Ds] -> per route (indices, weights, prefs, logits)."""
         out = [None] * len(routes)
-        by_k = {}
-        for r, route in enumerate(routes):
-            by_k.setdefault(self.route_sizes[route.name][1], []).append(r)
-        for k, members in by_k.items():
-            if len(members) == len(routes):
-                u, table, pad = projections, route_table, padding  # [B, S, G, Ds], [G, Nmax, Ds], [G, Nmax]
+        for n, k, members, member_index in self._token_route_groups[circuit]:
+            if member_index is None:
+                u, table = projections, route_table[:, :n]  # [B, S, G, Ds], [G, N, Ds]
             else:
-                u, table, pad = projections[:, :, members], route_table[members], padding[members]
-            logits = torch.einsum("bsgd,gnd->bsgn", u, table)  # [B, S, G, Nmax]
+                member_index = self._on_device(member_index, projections.device)
+                u, table = projections[:, :, member_index], route_table[member_index, :n]
+            logits = torch.einsum("bsgd,gnd->bsgn", u, table)  # [B, S, G, N]
             dtype = torch.promote_types(logits.dtype, torch.float32)  # routing in >= fp32, as decide_route
-            prefs = torch.softmax(logits.to(dtype).masked_fill(pad, float("-inf")), dim=-1)
-            # padding gets -1 for top-k, below any probability (even one that underflowed to 0), so k <= N
-            # never picks it
-            indices, weights = topk_renormalise(prefs.masked_fill(pad, -1.0), k)  # [B, S, G, k]
+            prefs = torch.softmax(logits.to(dtype), dim=-1)
+            indices, weights = topk_renormalise(prefs, k)  # [B, S, G, k]
             weights = weights.to(logits.dtype)
             for g, r in enumerate(members):
-                n = self.route_sizes[routes[r].name][0]
-                out[r] = (indices[:, :, g], weights[:, :, g], prefs[:, :, g, :n], logits[:, :, g, :n])
+                out[r] = (indices[:, :, g], weights[:, :, g], prefs[:, :, g], logits[:, :, g])
         return out
 
     def forward(

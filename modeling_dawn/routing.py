@@ -67,21 +67,19 @@ def route_sizes(config) -> dict:
     return {r.name: (sizes[r.pool], getattr(config, r.top_k_field)) for r in ROUTES}
 
 
-def padded_pool_rows(config, routes) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of the neuron-embedding table for each route, padded to the largest of their pools.
+def padded_pool_rows(config, routes) -> torch.Tensor:
+    """Rows of the neuron-embedding table for each route, padded to the largest of their pools with row 0.
 
-    Returns ([R, Nmax] int64 row indices, padding pointing at row 0; [R, Nmax] bool, True at padding), on CPU
-    (explicitly: models are built under a "meta" device context, and these are derived from the config, not
-    loaded). Routing a circuit's routes in one batched product needs their pools side by side (`DawnRouter`).
+    Returns [R, Nmax] int64, on CPU (explicitly: models are built under a "meta" device context, and this is
+    derived from the config, not loaded). Route r's pool is `rows[r, :N_r]`; routing a circuit's routes in one
+    batched product needs their pools side by side (`DawnRouter`), and the layers read only the first N_r rows.
     """
     slices = pool_slices(config)
     sizes = [slices[r.pool].stop - slices[r.pool].start for r in routes]
     rows = torch.zeros(len(routes), max(sizes), dtype=torch.long, device="cpu")
-    pad = torch.ones(len(routes), max(sizes), dtype=torch.bool, device="cpu")
     for i, (route, n) in enumerate(zip(routes, sizes)):
         rows[i, :n] = torch.arange(slices[route.pool].start, slices[route.pool].stop, device="cpu")
-        pad[i, :n] = False
-    return rows, pad
+    return rows
 
 
 def router_logit_slices(config) -> dict:
@@ -215,6 +213,6 @@ def selection_fraction(indices: torch.Tensor, valid: torch.Tensor, n: int) -> to
 
 __all__ = [
     "POOLS", "ROUTES", "ROUTE_NAMES", "ATTENTION_ROUTES", "KNOWLEDGE_ROUTES", "pool_slices", "route_sizes",
-    "padded_pool_rows", "router_logit_slices", "topk_renormalise", "route_logits", "running_preferences", "RouteTrace", "decide_route",
-    "load_balance_term", "selection_fraction",
+    "padded_pool_rows", "router_logit_slices", "topk_renormalise", "route_logits", "running_preferences",
+    "RouteTrace", "decide_route", "load_balance_term", "selection_fraction",
 ]

@@ -27,7 +27,7 @@ class SharedTensors(NamedTuple):
     feature_knowledge: torch.Tensor  # [N_fk, D, Rk]
     restore_knowledge: torch.Tensor  # [N_rk, Rk, D]
     neuron_embeddings: torch.Tensor  # [N_total, Ds], rows L2-normalised
-    attention_route_embeddings: torch.Tensor  # [6, Nmax, Ds]: each attention route's pool rows, zero-padded
+    attention_route_embeddings: torch.Tensor  # [6, Nmax, Ds]: route r's pool in rows [r, :N_r]
     knowledge_route_embeddings: torch.Tensor  # [2, Nmax, Ds]: the same for the two knowledge routes
     attention_proj_weight: torch.Tensor  # [6 * Ds, D]
     attention_proj_bias: torch.Tensor  # [6 * Ds]
@@ -90,15 +90,15 @@ class DawnRouter(nn.Module):
         self.usage_ema_decay = config.usage_ema_decay
         # row indices of each circuit's routes (plain tensors, not buffers: derived from the config)
         self._route_rows = {
-            "attention": padded_pool_rows(config, ATTENTION_ROUTES)[0],
-            "knowledge": padded_pool_rows(config, KNOWLEDGE_ROUTES)[0],
+            "attention": padded_pool_rows(config, ATTENTION_ROUTES),
+            "knowledge": padded_pool_rows(config, KNOWLEDGE_ROUTES),
         }
 
     def _route_table(self, normalised: torch.Tensor, circuit: str) -> torch.Tensor:
         rows = self._route_rows[circuit]
         if rows.device != normalised.device:
             rows = self._route_rows[circuit] = rows.to(normalised.device)
-        return normalised[rows]  # [R, Nmax, Ds]; padding rows are copies of row 0, masked by the layers
+        return normalised[rows]  # [R, Nmax, Ds]; the padding rows (copies of row 0) are never read
 
     def forward(self) -> tuple[torch.Tensor, ...]:
         """(normalised embeddings [N_total, Ds], attention route table [6, Nmax, Ds], knowledge route table
