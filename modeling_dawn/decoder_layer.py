@@ -13,8 +13,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from .attention import DawnAttention
 from .knowledge import DawnKnowledge
 from .routing import (
-    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, decide_route, load_balance_term, pool_slices, route_sizes,
-    selection_fraction, topk_renormalise,
+    ATTENTION_ROUTES, KNOWLEDGE_ROUTES, RouteTrace, load_balance_term, route_groups, route_sizes,
+    running_preferences, selection_fraction, topk_renormalise,
 )
 from .shared_weights import SharedTensors
 
@@ -58,7 +58,6 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         self.token_routing = {
             "attention": config.attention_token_routing, "knowledge": config.knowledge_token_routing,
         }
-        self.pool_slices = pool_slices(config)
         self.route_sizes = route_sizes(config)
         self.n_feature_qk, self.n_restore_qk = config.n_feature_qk, config.n_restore_qk
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -69,33 +68,21 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         # after every routing decision of this layer. The interpretability toolkit uses it for neuron
         # ablation / scaling / forcing; it is None (no cost) otherwise.
         self.route_intervention = None
-        self._index_copies = {}  # see _on_device
-        # token routing decides together the routes of a circuit with the same pool size N and the same k
-        self._token_route_groups = {
-            circuit: self._group_routes(routes) for circuit, routes in
-            (("attention", ATTENTION_ROUTES), ("knowledge", KNOWLEDGE_ROUTES))
+        # the routes of a circuit with the same pool size N and the same k are decided together (_decide)
+        self._route_groups = {
+            "attention": route_groups(config, ATTENTION_ROUTES), "knowledge": route_groups(config, KNOWLEDGE_ROUTES),
+        }
+        self._member_index = {  # (circuit, group) -> [G] index into the circuit's projections, per device
+            (circuit, i, "cpu"): torch.tensor(group.members, device="cpu")
+            for circuit, groups in self._route_groups.items() for i, group in enumerate(groups)
         }
 
-    def _group_routes(self, routes) -> list:
-        """[(N, k, [route positions], index tensor or None when the group is the whole circuit)]."""
-        groups = {}
-        for r, route in enumerate(routes):
-            groups.setdefault(self.route_sizes[route.name], []).append(r)
-        return [(n, k, members, None if len(members) == len(routes) else torch.tensor(members, device="cpu"))
-                for (n, k), members in groups.items()]
-
-    def _route(self, circuit, routes, projections, embeddings, route_table, ctx: RoutingInputs, info: LayerRoutingInfo):
+    def _route(self, circuit, routes, projections, route_tables, ctx: RoutingInputs, info: LayerRoutingInfo):
         """Decide every route of one circuit -> route -> (indices, weights).
 
-        projections: [B, S, R, Ds] (one per route); embeddings: [N_total, Ds]; route_table: [R, Nmax, Ds] (the
-        routes' pool rows, padded)."""
-        cumulative = not self.token_routing[circuit]
-        if cumulative:
-            decisions = [self._decide_cumulative(route, projections[:, :, r], embeddings, ctx)
-                         for r, route in enumerate(routes)]
-        else:
-            decisions = self._decide_token(circuit, routes, projections, route_table)
+        projections: [B, S, R, Ds] (one per route); route_tables: [G, N, Ds] per group of routes (`route_groups`)."""
         choices = {}
+        decisions = self._decide(circuit, routes, projections, route_tables, ctx)
         for route, (indices, weights, prefs, logits) in zip(routes, decisions):
             if self.route_intervention is not None:
                 indices, weights = self.route_intervention(self.layer_idx, route.name, indices, weights, prefs)
@@ -111,46 +98,37 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
                     info.load_balance = term if info.load_balance is None else info.load_balance + term
         return choices
 
-    def _decide_cumulative(self, route, u, embeddings, ctx: RoutingInputs):
-        """One route in cumulative mode (running preferences, state kept in the cache). u: [B, S, Ds]."""
-        logits = u @ embeddings[self.pool_slices[route.pool]].transpose(0, 1)  # [B, S, N]
-        state_key = f"routing.{self.layer_idx}.{route.name}"
-        state = None
-        if ctx.cache is not None:
-            num, den = ctx.cache.get_state(state_key + ".num"), ctx.cache.get_state(state_key + ".den")
-            state = None if num is None else (num, den)
-        indices, weights, prefs, new_state = decide_route(
-            logits, self.route_sizes[route.name][1], ctx.scores, ctx.valid, ctx.causal, state
-        )
-        if ctx.cache is not None:
-            ctx.cache.set_state(state_key + ".num", new_state[0])
-            ctx.cache.set_state(state_key + ".den", new_state[1])
-        return indices, weights, prefs, logits
+    def _members(self, circuit: str, group: int, like: torch.Tensor) -> torch.Tensor:
+        """The [G] index of a group's routes among the circuit's projections, on `like`'s device (copied once)."""
+        key = (circuit, group, str(like.device))
+        if key not in self._member_index:
+            self._member_index[key] = self._member_index[(circuit, group, "cpu")].to(like.device)
+        return self._member_index[key]
 
-    def _on_device(self, index: torch.Tensor, device) -> torch.Tensor:
-        """`index` (a CPU constant derived from the config) on `device`, copied there once."""
-        if index.device == device:
-            return index
-        key = (id(index), str(device))
-        if key not in self._index_copies:
-            self._index_copies[key] = index.to(device)
-        return self._index_copies[key]
-
-    def _decide_token(self, circuit, routes, projections, route_table):
-        """Token routing of a circuit's routes with the same pool size N and the same k in one go: one logits
-        product, one softmax and one top-k for the group. Same result as routing them one by one, with a fraction
-        of the small ops (a decoding step is bound by op count), and no padding: a group's pools have equal size.
-        projections: [B, S, R, Ds]; route_table: [R, Nmax, Ds] -> per route (indices, weights, prefs, logits)."""
+    def _decide(self, circuit, routes, projections, route_tables, ctx: RoutingInputs):
+        """The routes of a circuit with the same pool size N and the same k are decided in one go: one logits
+        product, one softmax (token routing) or running average (cumulative routing, its state kept in the cache
+        per group), and one top-k for the group. Same result as routing them one by one, with a fraction of the
+        small ops (a decoding step is bound by op count), and no padding: a group's pools have equal size.
+        projections: [B, S, R, Ds]; route_tables: [G, N, Ds] per group -> per route (indices, weights, prefs,
+        logits)."""
+        cumulative = not self.token_routing[circuit]
         out = [None] * len(routes)
-        for n, k, members, member_index in self._token_route_groups[circuit]:
-            if member_index is None:
-                u, table = projections, route_table[:, :n]  # [B, S, G, Ds], [G, N, Ds]
-            else:
-                member_index = self._on_device(member_index, projections.device)
-                u, table = projections[:, :, member_index], route_table[member_index, :n]
+        for i, ((_, k, members, _), table) in enumerate(zip(self._route_groups[circuit], route_tables)):
+            u = projections if len(members) == len(routes) else projections[:, :, self._members(circuit, i, table)]
             logits = torch.einsum("bsgd,gnd->bsgn", u, table)  # [B, S, G, N]
-            dtype = torch.promote_types(logits.dtype, torch.float32)  # routing in >= fp32, as decide_route
-            prefs = torch.softmax(logits.to(dtype), dim=-1)
+            dtype = torch.promote_types(logits.dtype, torch.float32)  # routing decided in >= fp32: bf16 would create ties
+            if not cumulative:
+                prefs = torch.softmax(logits.to(dtype), dim=-1)
+            else:
+                key = f"routing.{self.layer_idx}." + "+".join(routes[r].name for r in members)
+                state = None
+                if ctx.cache is not None and ctx.cache.get_state(key + ".num") is not None:
+                    state = (ctx.cache.get_state(key + ".num"), ctx.cache.get_state(key + ".den"))
+                prefs, new_state = running_preferences(logits.to(dtype), ctx.scores, ctx.valid, ctx.causal, state)
+                if ctx.cache is not None:
+                    ctx.cache.set_state(key + ".num", new_state[0])  # [B, G, N]
+                    ctx.cache.set_state(key + ".den", new_state[1])  # [B]
             indices, weights = topk_renormalise(prefs, k)  # [B, S, G, k]
             weights = weights.to(logits.dtype)
             for g, r in enumerate(members):
@@ -175,10 +153,7 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         z = self.attention_norm(hidden_states)
         u = F.linear(z, shared.attention_proj_weight, shared.attention_proj_bias)  # [B, S, 6*Ds]
         u = F.dropout(u, self.router_dropout, self.training).view(batch, seq, 6, ds)
-        choices = self._route(
-            "attention", ATTENTION_ROUTES, u, shared.neuron_embeddings, shared.attention_route_embeddings,
-            routing_inputs, info,
-        )
+        choices = self._route("attention", ATTENTION_ROUTES, u, shared.attention_route_tables, routing_inputs, info)
         attn_out, attn_probs = self.attention(
             z, shared.feature_attention, shared.restore_attention, choices, attention_mask, cache=cache, **kwargs
         )
@@ -193,8 +168,7 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
                       self.router_dropout, self.training),
         ], dim=2)  # [B, S, 2, Ds]
         choices = self._route(
-            "knowledge", KNOWLEDGE_ROUTES, projections, shared.neuron_embeddings, shared.knowledge_route_embeddings,
-            routing_inputs, info,
+            "knowledge", KNOWLEDGE_ROUTES, projections, shared.knowledge_route_tables, routing_inputs, info
         )
         know_out = self.knowledge(z2, shared.feature_knowledge, shared.restore_knowledge, choices)
         hidden_states = hidden_states + F.dropout(know_out, self.hidden_dropout, self.training)

@@ -67,19 +67,32 @@ def route_sizes(config) -> dict:
     return {r.name: (sizes[r.pool], getattr(config, r.top_k_field)) for r in ROUTES}
 
 
-def padded_pool_rows(config, routes) -> torch.Tensor:
-    """Rows of the neuron-embedding table for each route, padded to the largest of their pools with row 0.
+class RouteGroup(NamedTuple):
+    """Routes of one circuit decided together: same pool size N and same k (`route_groups`)."""
 
-    Returns [R, Nmax] int64, on CPU (explicitly: models are built under a "meta" device context, and this is
-    derived from the config, not loaded). Route r's pool is `rows[r, :N_r]`; routing a circuit's routes in one
-    batched product needs their pools side by side (`DawnRouter`), and the layers read only the first N_r rows.
+    size: int  # N
+    k: int
+    members: tuple  # positions of the routes in the circuit's route tuple (e.g. ATTENTION_ROUTES)
+    rows: torch.Tensor  # [G, N] int64 rows of the neuron-embedding table, member by member (on CPU)
+
+
+def route_groups(config, routes) -> list:
+    """The routes of a circuit grouped by (pool size, k), in order of first appearance -> [RouteGroup].
+
+    With DAWN-39M's pools: attention {feature_q, feature_k, restore_q, restore_k} (N=64) and {feature_v,
+    restore_v} (N=264); knowledge {feature_know, restore_know}. `rows` is built on CPU explicitly: models are built
+    under a "meta" device context, and this is derived from the config, not loaded.
     """
-    slices = pool_slices(config)
-    sizes = [slices[r.pool].stop - slices[r.pool].start for r in routes]
-    rows = torch.zeros(len(routes), max(sizes), dtype=torch.long, device="cpu")
-    for i, (route, n) in enumerate(zip(routes, sizes)):
-        rows[i, :n] = torch.arange(slices[route.pool].start, slices[route.pool].stop, device="cpu")
-    return rows
+    slices, sizes = pool_slices(config), route_sizes(config)
+    groups = {}
+    for r, route in enumerate(routes):
+        groups.setdefault(sizes[route.name], []).append(r)
+    return [
+        RouteGroup(n, k, tuple(members), torch.stack([
+            torch.arange(slices[routes[r].pool].start, slices[routes[r].pool].stop, device="cpu") for r in members
+        ]))
+        for (n, k), members in groups.items()
+    ]
 
 
 def router_logit_slices(config) -> dict:
@@ -123,21 +136,26 @@ def running_preferences(
     `logcumsumexp`, so peaked scores neither underflow nor let a later token change an earlier output.
     With `causal=False` (masked LM) every position averages over all valid positions of its row.
 
-    logits: [B, S, N] router logits, scores: [B, S] importance, valid: [B, S] bool.
-    state: running (log numerator [B, N], log denominator [B]) of earlier positions (incremental decoding).
-    Returns (preferences [B, S, N], new state at the last position).
+    logits: [B, S, N] router logits, or [B, S, G, N] for G routes at once; scores: [B, S] importance;
+    valid: [B, S] bool. state: running (log numerator [B, (G,) N], log denominator [B]) of earlier positions
+    (incremental decoding). Returns (preferences shaped like logits, new state at the last position).
 
     Padding: a padded position gets the score (lowest valid score of its row - 1e4), so exp() of it relative to
     any valid score is exactly 0 in fp32 and no -inf/NaN enters the backward pass. Positions with no valid
     position at or before them (left padding) get their own preference p_t.
     """
+    extra = logits.dim() - 2  # trailing dims of logits past [B, S]: (N,) or (G, N)
+
+    def trailing(t: torch.Tensor) -> torch.Tensor:  # [B, S] or [B] -> broadcastable against logits' trailing dims
+        return t.view(*t.shape, *([1] * extra))
+
     dtype = torch.promote_types(logits.dtype, torch.float32)
     log_p = torch.log_softmax(logits.to(dtype), dim=-1)
     s = scores.to(dtype)
     lowest = s.detach().masked_fill(~valid, float("inf")).amin(dim=1, keepdim=True)
     lowest = torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest)) - 1e4
     s = torch.where(valid, s, lowest)
-    weighted = s.unsqueeze(-1) + log_p  # [B, S, N]
+    weighted = trailing(s) + log_p  # [B, S, (G,) N]
     if causal:
         log_num = torch.logcumsumexp(weighted, dim=1)
         log_den = torch.logcumsumexp(s, dim=1)
@@ -151,17 +169,15 @@ def running_preferences(
         log_num = torch.logaddexp(log_num, state_num.unsqueeze(1))
         log_den = torch.logaddexp(log_den, state_den.unsqueeze(1))
         seen = seen | torch.isfinite(state_den).unsqueeze(1)
-    prefs = torch.exp(log_num - log_den.unsqueeze(-1))
-    prefs = torch.where(seen.unsqueeze(-1), prefs, log_p.exp())
+    prefs = torch.exp(log_num - trailing(log_den))
+    prefs = torch.where(trailing(seen), prefs, log_p.exp())
     last_seen = seen[:, -1]
     neg_inf = torch.full_like(log_den[:, -1], float("-inf"))
     new_state = (
-        torch.where(last_seen.unsqueeze(-1), log_num[:, -1], neg_inf.unsqueeze(-1)),
+        torch.where(trailing(last_seen), log_num[:, -1], float("-inf")),
         torch.where(last_seen, log_den[:, -1], neg_inf),
     )
     return prefs.to(logits.dtype), new_state
-
-
 
 
 class RouteTrace(NamedTuple):
@@ -171,28 +187,6 @@ class RouteTrace(NamedTuple):
     indices: torch.Tensor
     weights: torch.Tensor
     preferences: torch.Tensor | None = None
-
-
-def decide_route(
-    logits: torch.Tensor,
-    k: int,
-    scores: torch.Tensor | None = None,
-    valid: torch.Tensor | None = None,
-    causal: bool = True,
-    state: tuple | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
-    """Router logits [B, S, N] -> (indices [B, S, k], weights [B, S, k], preferences [B, S, N], new state).
-
-    Token routing when `scores` is None (p = softmax(logits)); cumulative routing otherwise (spec §4).
-    Routing is decided in at least fp32 whatever the compute dtype, so bf16 does not create ties.
-    """
-    dtype = torch.promote_types(logits.dtype, torch.float32)  # at least fp32
-    if scores is None:
-        prefs, new_state = torch.softmax(logits.to(dtype), dim=-1), None
-    else:
-        prefs, new_state = running_preferences(logits.to(dtype), scores, valid, causal, state)
-    indices, weights = topk_renormalise(prefs, k)
-    return indices, weights.to(logits.dtype), prefs, new_state
 
 
 def load_balance_term(prefs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -213,6 +207,6 @@ def selection_fraction(indices: torch.Tensor, valid: torch.Tensor, n: int) -> to
 
 __all__ = [
     "POOLS", "ROUTES", "ROUTE_NAMES", "ATTENTION_ROUTES", "KNOWLEDGE_ROUTES", "pool_slices", "route_sizes",
-    "padded_pool_rows", "router_logit_slices", "topk_renormalise", "route_logits", "running_preferences",
-    "RouteTrace", "decide_route", "load_balance_term", "selection_fraction",
+    "RouteGroup", "route_groups", "router_logit_slices", "topk_renormalise", "route_logits",
+    "running_preferences", "RouteTrace", "load_balance_term", "selection_fraction",
 ]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .routing import ATTENTION_ROUTES, KNOWLEDGE_ROUTES, ROUTES, padded_pool_rows, pool_slices
+from .routing import ATTENTION_ROUTES, KNOWLEDGE_ROUTES, ROUTES, pool_slices, route_groups
 
 
 def _view(param: torch.Tensor) -> torch.Tensor:
@@ -27,8 +27,8 @@ class SharedTensors(NamedTuple):
     feature_knowledge: torch.Tensor  # [N_fk, D, Rk]
     restore_knowledge: torch.Tensor  # [N_rk, Rk, D]
     neuron_embeddings: torch.Tensor  # [N_total, Ds], rows L2-normalised
-    attention_route_embeddings: torch.Tensor  # [6, Nmax, Ds]: route r's pool in rows [r, :N_r]
-    knowledge_route_embeddings: torch.Tensor  # [2, Nmax, Ds]: the same for the two knowledge routes
+    attention_route_tables: tuple  # per `route_groups` group of the attention routes: [G, N, Ds] pool rows
+    knowledge_route_tables: tuple  # the same for the knowledge routes
     attention_proj_weight: torch.Tensor  # [6 * Ds, D]
     attention_proj_bias: torch.Tensor  # [6 * Ds]
     feature_know_proj_weight: torch.Tensor  # [Ds, D]
@@ -88,25 +88,25 @@ class DawnRouter(nn.Module):
             size = slices[route.pool].stop - slices[route.pool].start
             self.register_buffer(f"usage_ema_{route.name}", torch.zeros(size))
         self.usage_ema_decay = config.usage_ema_decay
-        # row indices of each circuit's routes (plain tensors, not buffers: derived from the config)
-        self._route_rows = {
-            "attention": padded_pool_rows(config, ATTENTION_ROUTES),
-            "knowledge": padded_pool_rows(config, KNOWLEDGE_ROUTES),
+        # embedding-table rows of each group of routes decided together (plain tensors, derived from the config)
+        self._group_rows = {
+            "attention": [group.rows for group in route_groups(config, ATTENTION_ROUTES)],
+            "knowledge": [group.rows for group in route_groups(config, KNOWLEDGE_ROUTES)],
         }
 
-    def _route_table(self, normalised: torch.Tensor, circuit: str) -> torch.Tensor:
-        rows = self._route_rows[circuit]
-        if rows.device != normalised.device:
-            rows = self._route_rows[circuit] = rows.to(normalised.device)
-        return normalised[rows]  # [R, Nmax, Ds]; the padding rows (copies of row 0) are never read
+    def _route_tables(self, normalised: torch.Tensor, circuit: str) -> tuple:
+        rows = self._group_rows[circuit]
+        if rows[0].device != normalised.device:
+            rows = self._group_rows[circuit] = [r.to(normalised.device) for r in rows]
+        return tuple(normalised[r] for r in rows)  # [G, N, Ds] per group
 
-    def forward(self) -> tuple[torch.Tensor, ...]:
-        """(normalised embeddings [N_total, Ds], attention route table [6, Nmax, Ds], knowledge route table
-        [2, Nmax, Ds], then the projections' weights and biases). The tables are gathered once per model forward,
-        not once per layer."""
+    def forward(self) -> tuple:
+        """(normalised embeddings [N_total, Ds], attention route tables, knowledge route tables (a [G, N, Ds]
+        tensor per group of routes decided together), then the projections' weights and biases). The tables are
+        gathered once per model forward, not once per layer."""
         normalised = F.normalize(self.neuron_embeddings, dim=-1)
         return (
-            normalised, self._route_table(normalised, "attention"), self._route_table(normalised, "knowledge"),
+            normalised, self._route_tables(normalised, "attention"), self._route_tables(normalised, "knowledge"),
             *self.attention_proj(), *self.feature_know_proj(), *self.restore_know_proj(),
         )
 
