@@ -108,6 +108,8 @@ class _RecurrentScan(torch.autograd.Function):
     delta, du: [B, S, D]; a: [D, Ns]; b, c: [B, S, Ns]; h0: [B, D, Ns] -> (y [B, S, D], h_S [B, D, Ns]).
     Saves the state every `chunk` positions only; the backward recomputes each chunk's states from its checkpoint
     and runs the reverse recurrence g_{t-1} = exp(delta_t a) * g_t (g = dL/dh), so memory is O(sqrt(S)) states.
+    Contractions over Ns with one output column are written as multiply + sum: on CPU a [B, D, Ns] @ [B, Ns, 1]
+    bmm takes ~3x as long. The floor is exp(delta_t a) itself (B*S*D*Ns exponentials, twice with the backward).
     """
 
     @staticmethod
@@ -115,7 +117,7 @@ class _RecurrentScan(torch.autograd.Function):
         """States h_start..h_{stop-1} and decays from h_{start-1} = h. Yields (decay_t, h_t)."""
         for t in range(start, stop):
             decay = torch.exp(delta[:, t, :, None] * a)  # [B, D, Ns]
-            h = torch.baddbmm(decay * h, du[:, t, :, None], b[:, t, None, :])
+            h = torch.addcmul(decay * h, du[:, t, :, None], b[:, t, None, :])
             yield decay, h
 
     @staticmethod
@@ -126,7 +128,7 @@ class _RecurrentScan(torch.autograd.Function):
         for t0 in range(0, seq, chunk):
             checkpoints.append(h)
             for t, (_, h) in enumerate(_RecurrentScan._steps(delta, a, du, b, h, t0, min(t0 + chunk, seq)), t0):
-                ys.append(torch.bmm(h, c[:, t, :, None]).squeeze(-1))  # [B, D]
+                ys.append((h * c[:, t, None, :]).sum(-1))  # [B, D]
         ctx.chunk = chunk
         ctx.save_for_backward(delta, a, du, b, c, *checkpoints)
         return torch.stack(ys, dim=1), h
@@ -148,8 +150,8 @@ class _RecurrentScan(torch.autograd.Function):
                 h_prev = steps[t - t0 - 1][1] if t > t0 else checkpoints[i]
                 dy = grad_y[:, t]  # [B, D]
                 d_c[t] = torch.bmm(dy[:, None, :], h).squeeze(1)  # [B, Ns]
-                g = torch.baddbmm(g, dy[:, :, None], c[:, t, None, :])  # + dy_t (x) c_t
-                d_du[t] = torch.bmm(g, b[:, t, :, None]).squeeze(-1)  # [B, D]
+                g = torch.addcmul(g, dy[:, :, None], c[:, t, None, :])  # + dy_t (x) c_t
+                d_du[t] = (g * b[:, t, None, :]).sum(-1)  # [B, D]
                 d_b[t] = torch.bmm(du[:, t, None, :], g).squeeze(1)  # [B, Ns]
                 g = g * decay  # now dL/dh_{t-1} through this step
                 grad_log_decay = g * h_prev  # dL/d(delta_t a), [B, D, Ns]
