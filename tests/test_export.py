@@ -189,6 +189,25 @@ def test_eval_results_next_to_the_model_are_used(tmp_path):
     assert values["perplexity"] == pytest.approx(7.389056, rel=1e-6)  # exp(eval_loss) when not given
 
 
+@pytest.mark.parametrize("record,expected", [
+    (None, "Training data: not recorded with this export."),
+    ({"dataset_name": None, "train_file": None}, "Training data: the bundled default corpus of scripts/train.py: "
+                                                 "Shakespeare's plays"),
+    ({"dataset_name": None, "train_file": "/data/my_corpus.txt"}, "Training data: local text file `my_corpus.txt`"),
+    ({"dataset_name": "allenai/c4", "dataset_config_name": "en"}, "Training data: allenai/c4."),
+])
+def test_card_says_what_the_model_was_trained_on(tmp_path, record, expected):
+    """The data record scripts/train.py writes next to the model names the training data in the card (a Hub id
+    also goes into the card metadata; the bundled corpus and local files are described in the text only)."""
+    src = tmp_path / "src"
+    DawnForCausalLM(tiny_config()).save_pretrained(src)
+    if record is not None:
+        (src / export.TRAINING_RECORD).write_text(json.dumps(record))
+    card = ModelCard.load(export.export_hub_folder(src, tmp_path / "hub", log=lambda *_: None) / "README.md")
+    assert expected in card.text
+    assert card.data.datasets == (["allenai/c4"] if record and record.get("dataset_name") else None)
+
+
 def test_refuses_a_non_empty_output_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
     model = DawnForCausalLM(tiny_config())
     model.save_pretrained(tmp_path / "src")
