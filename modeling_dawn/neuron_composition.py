@@ -14,11 +14,11 @@ Two exact implementations of the same function:
   3. the product rows are put back in (token, slot) order with `index_copy` (a permutation, deterministic, no
      atomics) and combined with a batched [1, k] @ [k, Dout] product per token with the routing weights.
 
-  It is a custom `torch.autograd.Function` (`_SparseCompose`): the backward pass uses the same plan, computing
-  grad x with a grouped GEMM against the transposed pool, grad pool with the 2-D x 2-D grouped GEMM (per-group
-  weight gradients, offsets along the reduction dimension) and grad weights as row dot products. It saves only x,
-  the pool, the weights and the sort order, so its activation memory is that of a dense linear layer on x (the
-  gathered [T*k, Din] rows are recomputed in backward rather than stored). `torch._grouped_mm`'s own autograd
+  It is a custom `torch.autograd.Function` (`_SparseCompose`): the backward pass reuses the forward's plan,
+  computing grad x with a grouped GEMM against the transposed pool, grad pool with the 2-D x 2-D grouped GEMM
+  (per-group weight gradients, offsets along the reduction dimension) and grad weights as row dot products. It
+  saves x, the pool, the weights and the plan (a few int64 per pair), so its activation memory is about that of a
+  dense linear layer on x (the gathered [T*k, Din] rows are recomputed in backward rather than stored). `torch._grouped_mm`'s own autograd
   backward does not run on CPU in torch 2.13, which is why the Function is written out here.
 
   Where `torch._grouped_mm` is missing (older torch) or does not support the dtype / device (e.g. float64, which
@@ -109,96 +109,111 @@ def grouped_weight_grad(rows: torch.Tensor, grads: torch.Tensor, offsets: torch.
 # ---------------------------------------------------------------------------------------------- sparse path
 
 
-# Largest temporary [pairs, max(Din, Dout)] buffer, in bytes, that one chunk of the sparse path allocates. glibc
+# Largest temporary [pairs, max(Din, Dout)] buffer, in bytes, that one step of the sparse path allocates. glibc
 # serves allocations up to 32 MiB from its heap once warmed up, and maps larger ones afresh (page faults on every
 # touch): on CPU, staying below that is worth several-fold on the gathers. Overridable for experiments.
 CHUNK_BYTES = 24 * 2**20
 
 
-def _plan(indices: torch.Tensor, num_neurons: int, num_tokens: int, start: int):
-    """indices: [C, k] (rows start..start+C-1 of the flattened [G*T, k] choices) -> (order [M], row of x of each
-    sorted pair [M], output row (g*T + t) of each sorted pair [M], offsets [N] int32, counts [N]).
+def _plan(indices: torch.Tensor, num_neurons: int, num_tokens: int):
+    """indices: [G*T, k] -> (order [M], row of x of each sorted pair [M], output row (g*T + t) of each sorted pair
+    [M], ends [N] cumulative group ends (int64)), M = G*T*k.
 
-    `order` sorts the chunk's pairs by neuron (stable), without host synchronisation.
+    `order` sorts the pairs by neuron (stable), without host synchronisation.
     """
     k = indices.shape[-1]
     flat = indices.reshape(-1)
     sorted_ids, order = torch.sort(flat, stable=True)
     bounds = torch.arange(num_neurons, device=flat.device, dtype=sorted_ids.dtype)
-    ends = torch.searchsorted(sorted_ids, bounds, right=True)  # [N] cumulative group ends
-    counts = torch.diff(ends, prepend=ends.new_zeros(1))
-    out_row = torch.div(order, k, rounding_mode="floor") + start  # in [start, start + C)
+    ends = torch.searchsorted(sorted_ids, bounds, right=True)  # [N]
+    out_row = torch.div(order, k, rounding_mode="floor")
     x_row = out_row % num_tokens
-    return order, x_row, out_row, ends.to(torch.int32), counts
+    return order, x_row, out_row, ends
 
 
-def _chunks(rows: int, k: int, width: int, element_size: int, device: torch.device):
-    """Split `rows` output rows (k pairs each) so a chunk's [pairs, width] temporaries stay under CHUNK_BYTES
-    (on CPU only: accelerators get one chunk, i.e. one grouped GEMM per call)."""
-    if device.type != "cpu":
-        return [(0, rows)]
-    per_chunk = max(1, CHUNK_BYTES // max(1, k * width * element_size))
-    return [(s, min(rows, s + per_chunk)) for s in range(0, rows, per_chunk)]
+def _neuron_ranges(ends: torch.Tensor, width: int, element_size: int) -> list:
+    """Split the neurons into consecutive ranges [(g0, g1, p0, p1)] (pairs p0:p1 of the sorted order) whose
+    [pairs, width] temporaries stay under CHUNK_BYTES, on CPU (reads the group ends on the host, which costs
+    nothing there); accelerators get one range. Splitting by neuron rather than by token keeps every neuron's rows
+    in one GEMM (bigger, faster groups) and makes each range's pool gradient final (no accumulation)."""
+    n = ends.shape[0]
+    if ends.device.type != "cpu":
+        return [(0, n, 0, None)]
+    budget = max(1, CHUNK_BYTES // max(1, width * element_size))
+    ends_list = ends.tolist()
+    ranges, g0, p0 = [], 0, 0
+    for g in range(1, n):
+        if ends_list[g] - p0 > budget:  # neuron g would overflow the range [g0, g): close it
+            ranges.append((g0, g, p0, ends_list[g - 1]))
+            g0, p0 = g, ends_list[g - 1]
+    ranges.append((g0, n, p0, ends_list[-1]))
+    return ranges
 
 
 class _SparseCompose(torch.autograd.Function):
     """y[g, t] = sum_j w[g, t, j] * (x[t] @ pool[i[g, t, j]]) with x [T, Din], pool [N, Din, Dout], i/w [G, T, k].
 
     The routing weight multiplies whichever side of the grouped GEMM is narrower; the weighted product rows are
-    summed into their output rows with `index_add_` (each output row receives exactly k rows). The G*T output rows
-    are processed in chunks (`CHUNK_BYTES`), each with its own sort.
+    summed into their output rows with `index_add_` (each output row receives exactly k rows). One sort plans both
+    passes; on CPU the work runs over ranges of neurons (`_neuron_ranges`, `CHUNK_BYTES`).
     """
 
     @staticmethod
     def forward(ctx, x, pool, indices, weights):
         groups, num_tokens, k = indices.shape
         n, din, dout = pool.shape
-        idx2, w2 = indices.reshape(-1, k), weights.reshape(-1, k).to(x.dtype)
+        order, x_row, out_row, ends = _plan(indices.reshape(-1, k), n, num_tokens)
+        w_sorted = weights.reshape(-1).to(x.dtype).index_select(0, order).unsqueeze(-1)  # [M, 1]
+        counts = torch.diff(ends, prepend=ends.new_zeros(1))
+        ranges = _neuron_ranges(ends, max(din, dout), x.element_size())
         out = x.new_zeros(groups * num_tokens, dout)
-        for start, stop in _chunks(groups * num_tokens, k, max(din, dout), x.element_size(), x.device):
-            order, x_row, out_row, offsets, counts = _plan(idx2[start:stop], n, num_tokens, start)
-            w_sorted = w2[start:stop].reshape(-1).index_select(0, order).unsqueeze(-1)  # [M, 1]
-            rows = x.index_select(0, x_row)  # [M, Din]
+        for g0, g1, p0, p1 in ranges:
+            if p0 == p1:
+                continue
+            offsets = (ends[g0:g1] - p0).to(torch.int32)
+            rows = x.index_select(0, x_row[p0:p1])  # [m, Din]
             if din <= dout:
-                prod = grouped_matmul(rows.mul_(w_sorted), pool, offsets, counts)  # [M, Dout], weighted
+                prod = grouped_matmul(rows.mul_(w_sorted[p0:p1]), pool[g0:g1], offsets, counts[g0:g1])  # weighted
             else:
-                prod = grouped_matmul(rows, pool, offsets, counts).mul_(w_sorted)
+                prod = grouped_matmul(rows, pool[g0:g1], offsets, counts[g0:g1]).mul_(w_sorted[p0:p1])
             del rows
-            out.index_add_(0, out_row, prod)
-        ctx.save_for_backward(x, pool, indices, weights)
+            out.index_add_(0, out_row[p0:p1], prod)
+        ctx.ranges = ranges
+        ctx.save_for_backward(x, pool, weights, order, x_row, out_row, ends, w_sorted)
         return out.view(groups, num_tokens, dout)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, pool, indices, weights = ctx.saved_tensors
-        groups, num_tokens, k = indices.shape
+        x, pool, weights, order, x_row, out_row, ends, w_sorted = ctx.saved_tensors
         n, din, dout = pool.shape
         need_x, need_pool, _, need_w = ctx.needs_input_grad
-        idx2, w2 = indices.reshape(-1, k), weights.reshape(-1, k).to(x.dtype)
-        grad_out = grad_out.to(x.dtype).reshape(groups * num_tokens, dout)
+        grad_out = grad_out.to(x.dtype).reshape(-1, dout)
+        counts = torch.diff(ends, prepend=ends.new_zeros(1))
         grad_x = x.new_zeros(x.shape) if need_x else None
-        grad_w = w2.new_empty(w2.shape) if need_w else None
-        grad_pool = None
+        grad_w = x.new_empty(weights.numel()) if need_w else None  # flat, in (g, t, j) order
+        grad_pool = pool.new_empty(pool.shape, dtype=x.dtype) if need_pool else None
         pool_t = pool.transpose(1, 2)
-        for start, stop in _chunks(groups * num_tokens, k, max(din, dout), x.element_size(), x.device):
-            order, x_row, out_row, offsets, counts = _plan(idx2[start:stop], n, num_tokens, start)
-            w_sorted = w2[start:stop].reshape(-1).index_select(0, order).unsqueeze(-1)  # [M, 1]
-            gy_rows = grad_out.index_select(0, out_row)  # [M, Dout], neuron order
-            rows = x.index_select(0, x_row) if (need_pool or need_w) else None  # recomputed gather [M, Din]
+        for g0, g1, p0, p1 in ctx.ranges:
+            if p0 == p1:
+                if need_pool:
+                    grad_pool[g0:g1] = 0
+                continue
+            offsets = (ends[g0:g1] - p0).to(torch.int32)
+            ws = w_sorted[p0:p1]
+            gy_rows = grad_out.index_select(0, out_row[p0:p1])  # [m, Dout], neuron order
+            rows = x.index_select(0, x_row[p0:p1]) if (need_pool or need_w) else None  # recomputed gather [m, Din]
             if need_x or need_w:
-                g_rows = grouped_matmul(gy_rows, pool_t, offsets, counts)  # [M, Din], unweighted
+                g_rows = grouped_matmul(gy_rows, pool_t[g0:g1], offsets, counts[g0:g1])  # [m, Din], unweighted
                 if need_w:
-                    dots = torch.einsum("md,md->m", g_rows, rows)  # [M]
-                    grad_w[start:stop].view(-1).index_copy_(0, order, dots)
+                    grad_w.index_copy_(0, order[p0:p1], torch.einsum("md,md->m", g_rows, rows))
                 if need_x:
-                    grad_x.index_add_(0, x_row, g_rows.mul_(w_sorted))
+                    grad_x.index_add_(0, x_row[p0:p1], g_rows.mul_(ws))
                 del g_rows
             if need_pool:
                 if din <= dout:
-                    part = grouped_weight_grad(rows.mul_(w_sorted), gy_rows, offsets, counts)
+                    grad_pool[g0:g1] = grouped_weight_grad(rows.mul_(ws), gy_rows, offsets, counts[g0:g1])
                 else:
-                    part = grouped_weight_grad(rows, gy_rows.mul_(w_sorted), offsets, counts)
-                grad_pool = part if grad_pool is None else grad_pool.add_(part)
+                    grad_pool[g0:g1] = grouped_weight_grad(rows, gy_rows.mul_(ws), offsets, counts[g0:g1])
         if grad_pool is not None:
             grad_pool = grad_pool.to(pool.dtype)
         if grad_w is not None:

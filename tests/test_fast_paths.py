@@ -124,11 +124,19 @@ def test_ties_and_duplicate_weights():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_several_index_sets_and_chunking(monkeypatch, dtype):
-    """[G, T, k] choices over one input (Q and K share a pool), split into many chunks with their own sorts."""
+@pytest.mark.parametrize("budget_pairs", [50, 5])  # ~2 neurons per range; one neuron over budget per range
+def test_several_index_sets_and_neuron_ranges(monkeypatch, dtype, budget_pairs):
+    """[G, T, k] choices over one input (Q and K share a pool), run over many neuron ranges (CHUNK_BYTES)."""
     x, pool, indices, weights = _case(12, 32, 16, tokens=29, k=3, dtype=dtype, groups=3)
-    monkeypatch.setattr(nc, "CHUNK_BYTES", 3 * 32 * x.element_size() * 5)  # 5 output rows per chunk
-    assert len(nc._chunks(3 * 29, 3, 32, x.element_size(), x.device)) == 18
+    monkeypatch.setattr(nc, "CHUNK_BYTES", 32 * x.element_size() * budget_pairs)
+    ends = nc._plan(indices.reshape(-1, 3), 12, 29)[3]
+    ranges = nc._neuron_ranges(ends, 32, x.element_size())
+    assert len(ranges) > 3
+    assert ranges[0][0] == ranges[0][2] == 0 and ranges[-1][1] == 12 and ranges[-1][3] == 3 * 29 * 3
+    for (g0, g1, p0, p1), (next_g0, _, next_p0, _) in zip(ranges, ranges[1:]):
+        assert g0 < g1 == next_g0 and p1 == next_p0  # consecutive ranges partition neurons and pairs
+    for g0, g1, p0, p1 in ranges:
+        assert p1 - p0 <= budget_pairs or g1 - g0 == 1  # within budget, unless a single neuron exceeds it
     _assert_sparse_equals_dense(x, pool, indices, weights, tol=1e-10 if dtype == torch.float64 else 1e-4)
 
 
