@@ -117,7 +117,7 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
         for i, ((_, k, members, _), table) in enumerate(zip(self._route_groups[circuit], route_tables)):
             u = projections if len(members) == len(routes) else projections[:, :, self._members(circuit, i, table)]
             logits = torch.einsum("bsgd,gnd->bsgn", u, table)  # [B, S, G, N]
-            dtype = torch.promote_types(logits.dtype, torch.float32)  # routing decided in >= fp32: bf16 would create ties
+            dtype = torch.promote_types(logits.dtype, torch.float32)  # decided in >= fp32: bf16 would create ties
             if not cumulative:
                 prefs = torch.softmax(logits.to(dtype), dim=-1)
             else:

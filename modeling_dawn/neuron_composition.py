@@ -10,16 +10,17 @@ Two exact implementations of the same function:
   1. the T*k (token, neuron) pairs are sorted by neuron (`sort(stable=True)`), and group boundaries come from
      `searchsorted` on the sorted neuron ids (no host synchronisation);
   2. the input rows of the pairs are gathered ([T*k, Din]) and multiplied by their neuron in one grouped GEMM
-     (`torch._grouped_mm`, 2-D x 3-D with group offsets);
-  3. the product rows are put back in (token, slot) order with `index_copy` (a permutation, deterministic, no
-     atomics) and combined with a batched [1, k] @ [k, Dout] product per token with the routing weights.
+     (`torch._grouped_mm`, 2-D x 3-D with group offsets), the routing weight scaling the narrower side;
+  3. the product rows are summed into their output rows with `index_add_` (each output row receives k rows).
+  On CPU, steps 2-3 run over consecutive ranges of neurons whose temporaries stay under `CHUNK_BYTES`.
 
   It is a custom `torch.autograd.Function` (`_SparseCompose`): the backward pass reuses the forward's plan,
   computing grad x with a grouped GEMM against the transposed pool, grad pool with the 2-D x 2-D grouped GEMM
   (per-group weight gradients, offsets along the reduction dimension) and grad weights as row dot products. It
-  saves x, the pool, the weights and the plan (a few int64 per pair), so its activation memory is about that of a
-  dense linear layer on x (the gathered [T*k, Din] rows are recomputed in backward rather than stored). `torch._grouped_mm`'s own autograd
-  backward does not run on CPU in torch 2.13, which is why the Function is written out here.
+  saves x, the pool, the weights and the plan (a few int64 per pair), so its activation memory is about that of
+  a dense linear layer on x (the gathered [T*k, Din] rows are recomputed in backward rather than stored).
+  `torch._grouped_mm`'s own autograd backward does not run on CPU in torch 2.13, which is why the Function is
+  written out here.
 
   Where `torch._grouped_mm` is missing (older torch) or does not support the dtype / device (e.g. float64, which
   the tests use), the same plan runs with a loop of one matmul per neuron (`_grouped_matmul_loop`,

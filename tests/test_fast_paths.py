@@ -235,19 +235,24 @@ def _scan_case(batch, seq, dim, ns, with_state, dtype=torch.float64):
 @pytest.mark.parametrize("seq,chunk", [(1, None), (7, None), (16, None), (37, None), (37, 5), (37, 64)])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_chunked_scan_equals_sequential_recurrence(seq, chunk, with_state):
-    tensors = _scan_case(2, seq, 3, 4, with_state)
+    _assert_scan_matches(lambda *t: selective_scan(*t, chunk=chunk), selective_scan_reference,
+                         _scan_case(2, seq, 3, 4, with_state), ("decay_log", "inputs", "c", "state"), tol=1e-10)
+
+
+def _assert_scan_matches(scan, reference, tensors, names, tol):
+    """(y, final state) and the gradient of every input under random probes of both outputs agree."""
     leaves = [t.clone().requires_grad_(True) if t is not None else None for t in tensors]
     leaves_ref = [t.clone().requires_grad_(True) if t is not None else None for t in tensors]
-    y, h = selective_scan(*leaves, chunk=chunk)
-    y_ref, h_ref = selective_scan_reference(*leaves_ref)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-10)
+    y, h = scan(*leaves)
+    y_ref, h_ref = reference(*leaves_ref)
+    torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(h, h_ref, rtol=tol, atol=tol)
     probe_y, probe_h = torch.randn_like(y), torch.randn_like(h)
     ((y * probe_y).sum() + (h * probe_h).sum()).backward()
     ((y_ref * probe_y).sum() + (h_ref * probe_h).sum()).backward()
-    for a, b in zip(leaves, leaves_ref):
-        if a is not None:
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
+    for name, p, q in zip(names, leaves, leaves_ref):
+        if p is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def _factored_scan_case(batch, seq, dim, ns, with_state, dtype=torch.float64):
@@ -270,19 +275,8 @@ def _materialised_reference(delta, a, du, b, c, state):
 @pytest.mark.parametrize("with_state", [False, True])
 def test_recurrent_scan_equals_sequential_recurrence_forward_and_backward(scan, seq, with_state):
     """The CPU path (factored inputs, hand-written backward with recomputed chunks) == the autograd loop."""
-    tensors = _factored_scan_case(2, seq, 3, 4, with_state)
-    leaves = [t.clone().requires_grad_(True) if t is not None else None for t in tensors]
-    leaves_ref = [t.clone().requires_grad_(True) if t is not None else None for t in tensors]
-    y, h = scan(*leaves)
-    y_ref, h_ref = _materialised_reference(*leaves_ref)
-    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
-    probe_y, probe_h = torch.randn_like(y), torch.randn_like(h)
-    ((y * probe_y).sum() + (h * probe_h).sum()).backward()
-    ((y_ref * probe_y).sum() + (h_ref * probe_h).sum()).backward()
-    for name, p, q in zip(("delta", "a", "du", "b", "c", "state"), leaves, leaves_ref):
-        if p is not None:
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9, msg=name)
+    _assert_scan_matches(scan, _materialised_reference, _factored_scan_case(2, seq, 3, 4, with_state),
+                         ("delta", "a", "du", "b", "c", "state"), tol=1e-12)
 
 
 def test_recurrent_scan_gradient_of_y_alone_and_no_grad_forward():
@@ -295,7 +289,8 @@ def test_recurrent_scan_gradient_of_y_alone_and_no_grad_forward():
     for p, q in zip(leaves, leaves_ref):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9)
     with torch.no_grad():
-        torch.testing.assert_close(recurrent_scan(delta, a, du, b, c)[0], _materialised_reference(delta, a, du, b, c, None)[0])
+        y, y_ref = recurrent_scan(delta, a, du, b, c)[0], _materialised_reference(delta, a, du, b, c, None)[0]
+    torch.testing.assert_close(y, y_ref)
 
 
 def test_chunked_scan_is_stable_over_long_strong_decay():
