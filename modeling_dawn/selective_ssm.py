@@ -177,13 +177,19 @@ def recurrent_scan(
     return _RecurrentScan.apply(delta, a, du, b, c, h0)
 
 
+def scan_path(device: torch.device) -> str:
+    """Which scan `scan_ssm` runs on `device`: "chunked" on CUDA (few sequential steps, each a kernel launch on
+    plentiful bandwidth), "recurrent" elsewhere (on CPU the chunked scan is bandwidth-bound and several times
+    slower than even the plain loop; figures in docs/benchmarks.md)."""
+    return "chunked" if torch.device(device).type == "cuda" else "recurrent"
+
+
 def scan_ssm(
     delta: torch.Tensor, a: torch.Tensor, du: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
     state: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recurrence on the path for the device: chunked scan on CUDA, recurrent loop elsewhere (measured on
-    CPU: forward 137 ms sequential vs 920 ms chunked at 8 x 512, the chunked scan being bandwidth-bound there)."""
-    if du.is_cuda:
+    """The recurrence on the path for the device (`scan_path`), from its factors (see `recurrent_scan`)."""
+    if scan_path(du.device) == "chunked":
         return selective_scan(delta.unsqueeze(-1) * a, du.unsqueeze(-1) * b.unsqueeze(-2), c, state)
     return recurrent_scan(delta, a, du, b, c, state)
 
@@ -219,4 +225,6 @@ class DawnSelectiveSSM(nn.Module):
         return scores, context, new_state
 
 
-__all__ = ["DawnSelectiveSSM", "recurrent_scan", "scan_ssm", "selective_scan", "selective_scan_reference"]
+__all__ = [
+    "DawnSelectiveSSM", "recurrent_scan", "scan_path", "scan_ssm", "selective_scan", "selective_scan_reference",
+]

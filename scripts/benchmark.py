@@ -9,7 +9,7 @@ alternated and the median of --repeats runs reported:
 * peak training memory: on CPU the peak resident memory of a fresh process that builds the model and runs two
   training steps, less that process's footprint before the model is built; on CUDA torch's peak allocation;
 * the selective scan of cumulative mode at batch x 512, forward and forward + backward, from the SSM's factored
-  inputs: the sequential loop over positions (autograd through it; what the research code runs) against the
+  inputs: a plain loop over positions with autograd through it (how the research code runs it) against the
   chunked scan (CUDA's path) and the recurrent scan with its hand-written backward (CPU's path);
 * cached greedy decoding of --decode_tokens new tokens (tokens/s), DAWN vs GPT-2, both with their caches.
 
@@ -47,7 +47,9 @@ if str(ROOT) not in sys.path:
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from modeling_dawn import DawnConfig, DawnForCausalLM  # noqa: E402
-from modeling_dawn.selective_ssm import recurrent_scan, selective_scan, selective_scan_reference  # noqa: E402
+from modeling_dawn.selective_ssm import (  # noqa: E402
+    recurrent_scan, scan_path, selective_scan, selective_scan_reference,
+)
 
 CUMULATIVE = dict(attention_token_routing=False, knowledge_token_routing=False)
 SECTIONS = ("train", "memory", "scan", "decode")
@@ -367,7 +369,7 @@ def render(results: dict, args, device: torch.device, command: str) -> str:
         lines.append("")
     if "scan" in results:
         r, (b, s, d, n) = results["scan"], results["scan_shape"]
-        used = "chunked" if device.type == "cuda" else "recurrent"  # what `scan_ssm` runs here
+        used = scan_path(device)  # what the model runs here
         lines += [f"### Selective scan (cumulative mode), B={b}, S={s}, D={d}, Ns={n}", "",
                   f"The model runs the {used} scan on this device; speed-up = sequential / {used}.", "",
                   "| pass | sequential loop | chunked scan | recurrent scan | speed-up |", "|---|---|---|---|---|"]
