@@ -126,6 +126,9 @@ class DawnConfig(PreTrainedConfig):
     load_balance_coef: float = 2e-5
     orthogonality_coef: float = 0.01
     knowledge_diversity_coef: float = 0.1
+    # Not in the paper (its load balance covers the six attention routes only): the same term over the two
+    # knowledge routes, whose choices collapse onto a few neurons at small scale (docs/training.md).
+    knowledge_load_balance_coef: float = 0.0
     usage_ema_decay: float = 0.99
     neuron_composition: str = "sparse"  # "sparse" (only the chosen neurons) or "dense" (research-style reference)
     output_router_logits: bool = False
@@ -213,7 +216,8 @@ class DawnConfig(PreTrainedConfig):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"DawnConfig.{name}={p!r} must be in [0, 1)")
-        for name in ("load_balance_coef", "orthogonality_coef", "knowledge_diversity_coef"):
+        for name in ("load_balance_coef", "orthogonality_coef", "knowledge_diversity_coef",
+                     "knowledge_load_balance_coef"):
             c = getattr(self, name)
             if not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
                 raise ValueError(f"DawnConfig.{name}={c!r} must be a finite number >= 0")

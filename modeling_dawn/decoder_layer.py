@@ -45,6 +45,7 @@ class LayerRoutingInfo:
     traces: dict = field(default_factory=dict)  # route -> RouteTrace (want_traces)
     logits: list = field(default_factory=list)  # [B, S, N] per route, in ROUTES order (want_logits)
     load_balance: torch.Tensor | None = None  # scalar, summed over the six attention routes (want_statistics)
+    knowledge_load_balance: torch.Tensor | None = None  # scalar, summed over the two knowledge routes (same)
     fractions: dict = field(default_factory=dict)  # route -> [N] fraction of valid tokens selecting (want_statistics)
 
 
@@ -93,9 +94,10 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
                 info.logits.append(logits)
             if ctx.want_statistics:
                 info.fractions[route.name] = selection_fraction(indices, ctx.valid, self.route_sizes[route.name][0])
-                if circuit == "attention":
-                    term = load_balance_term(prefs, ctx.valid)
-                    info.load_balance = term if info.load_balance is None else info.load_balance + term
+                term = load_balance_term(prefs, ctx.valid)
+                slot = "load_balance" if circuit == "attention" else "knowledge_load_balance"
+                previous = getattr(info, slot)
+                setattr(info, slot, term if previous is None else previous + term)
         return choices
 
     def _members(self, circuit: str, group: int, like: torch.Tensor) -> torch.Tensor:

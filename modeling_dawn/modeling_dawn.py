@@ -247,7 +247,7 @@ class DawnModel(DawnPreTrainedModel):
         )
 
         all_hidden, all_attn, all_routing, all_logits = [], [], [], []
-        load_balance = None
+        load_balance = knowledge_load_balance = None
         fractions = {route.name: [] for route in ROUTES}
         for layer in self.layers:
             if output_hidden_states:
@@ -264,6 +264,10 @@ class DawnModel(DawnPreTrainedModel):
                 all_logits.append(torch.cat(info.logits, dim=-1).reshape(batch * seq, -1))
             if want_statistics:
                 load_balance = info.load_balance if load_balance is None else load_balance + info.load_balance
+                knowledge_load_balance = (
+                    info.knowledge_load_balance if knowledge_load_balance is None
+                    else knowledge_load_balance + info.knowledge_load_balance
+                )
                 for name, fraction in info.fractions.items():
                     fractions[name].append(fraction)
         hidden = self.norm(hidden)
@@ -290,6 +294,7 @@ class DawnModel(DawnPreTrainedModel):
             load_balance_loss=load_balance,
             orthogonality_loss=orth,
             knowledge_diversity_loss=diversity,
+            knowledge_load_balance_loss=knowledge_load_balance,
         )
         return out if return_dict else out.to_tuple()
 
@@ -300,6 +305,7 @@ def weighted_aux_loss(config, outputs: DawnModelOutput, scale: float | torch.Ten
         (config.load_balance_coef, outputs.load_balance_loss),
         (config.orthogonality_coef, outputs.orthogonality_loss),
         (config.knowledge_diversity_coef, outputs.knowledge_diversity_loss),
+        (config.knowledge_load_balance_coef, outputs.knowledge_load_balance_loss),
     ]
     present = [coef * term for coef, term in terms if term is not None]
     if not present:
@@ -328,7 +334,7 @@ def _check_labels(labels, batch, seq, name="labels"):
 
 _HEAD_OUTPUT_FIELDS = (
     "hidden_states", "attentions", "routing", "router_logits",
-    "load_balance_loss", "orthogonality_loss", "knowledge_diversity_loss",
+    "load_balance_loss", "orthogonality_loss", "knowledge_diversity_loss", "knowledge_load_balance_loss",
 )
 
 

@@ -18,6 +18,8 @@ class DawnModelOutput(ModelOutput):
     router_logits: per layer, the router logits of the eight routes concatenated, [B*S, sum N]
         (`output_router_logits=True`; `routing.router_logit_slices(config)` gives each route's columns).
     load_balance_loss / orthogonality_loss / knowledge_diversity_loss: the unweighted auxiliary terms (training).
+    knowledge_load_balance_loss: the same load-balance term over the two knowledge routes (training; weighted by
+        `knowledge_load_balance_coef`, 0 in the paper's recipe).
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -29,6 +31,7 @@ class DawnModelOutput(ModelOutput):
     load_balance_loss: torch.Tensor | None = None
     orthogonality_loss: torch.Tensor | None = None
     knowledge_diversity_loss: torch.Tensor | None = None
+    knowledge_load_balance_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -47,6 +50,7 @@ class DawnCausalLMOutput(ModelOutput):
     load_balance_loss: torch.Tensor | None = None
     orthogonality_loss: torch.Tensor | None = None
     knowledge_diversity_loss: torch.Tensor | None = None
+    knowledge_load_balance_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -61,6 +65,7 @@ class DawnMaskedLMOutput(ModelOutput):
     load_balance_loss: torch.Tensor | None = None
     orthogonality_loss: torch.Tensor | None = None
     knowledge_diversity_loss: torch.Tensor | None = None
+    knowledge_load_balance_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -76,6 +81,7 @@ class DawnSequenceClassifierOutput(ModelOutput):
     load_balance_loss: torch.Tensor | None = None
     orthogonality_loss: torch.Tensor | None = None
     knowledge_diversity_loss: torch.Tensor | None = None
+    knowledge_load_balance_loss: torch.Tensor | None = None
 
 
 __all__ = ["DawnModelOutput", "DawnCausalLMOutput", "DawnMaskedLMOutput", "DawnSequenceClassifierOutput"]

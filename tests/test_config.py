@@ -23,6 +23,7 @@ def test_defaults_are_dawn_39m_and_match_research_keywords():
     assert default.hidden_size == 384 and default.num_hidden_layers == 12 and default.attention_rank == 64
     assert default.attention_token_routing and default.knowledge_token_routing and not default.use_ssm_context
     assert (default.load_balance_coef, default.orthogonality_coef, default.knowledge_diversity_coef) == (2e-5, 0.01, 0.1)
+    assert default.knowledge_load_balance_coef == 0.0  # not in the paper's recipe
     assert default.to_research_kwargs() == {k: v for k, v in RESEARCH_39M.items() if k != "gradient_checkpointing"}
 
 
@@ -69,6 +70,7 @@ def test_unknown_preset():
         (dict(n_restore_knowledge=3), "did you mean 'n_restore_know'"),
         (dict(hiden_size=64), "did you mean 'hidden_size'"),
         (dict(load_balance_coef=-1.0), "load_balance_coef=-1.0"),
+        (dict(knowledge_load_balance_coef=float("nan")), "knowledge_load_balance_coef=nan"),
         (dict(use_ssm_context=True), "use_ssm_context=True needs a circuit with cumulative routing"),
         (dict(hidden_size=64, d_model=128), "both hidden_size=64 and its research alias d_model=128"),
         (dict(neuron_composition="fast"), "neuron_composition='fast'"),

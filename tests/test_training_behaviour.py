@@ -31,15 +31,17 @@ def _train_model(**overrides):
     return DawnForCausalLM(config).double().train()
 
 
-def test_training_loss_is_cross_entropy_plus_weighted_aux_terms():
-    model = _train_model()
+@pytest.mark.parametrize("knowledge_load_balance_coef", [0.0, 0.3])
+def test_training_loss_is_cross_entropy_plus_weighted_aux_terms(knowledge_load_balance_coef):
+    model = _train_model(knowledge_load_balance_coef=knowledge_load_balance_coef)
     ids = torch.randint(0, 61, (2, 8))
     out = model(ids, labels=ids)
     cfg = model.config
-    assert out.load_balance_loss > 0 and out.knowledge_diversity_loss > 0
+    assert out.load_balance_loss > 0 and out.knowledge_diversity_loss > 0 and out.knowledge_load_balance_loss > 0
     assert out.orthogonality_loss < 1e-10  # orthogonal initialisation
     expected_aux = (cfg.load_balance_coef * out.load_balance_loss + cfg.orthogonality_coef * out.orthogonality_loss
-                    + cfg.knowledge_diversity_coef * out.knowledge_diversity_loss)
+                    + cfg.knowledge_diversity_coef * out.knowledge_diversity_loss
+                    + knowledge_load_balance_coef * out.knowledge_load_balance_loss)
     torch.testing.assert_close(out.aux_loss, expected_aux)
     ce = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 61).float(), ids[:, 1:].reshape(-1))
     torch.testing.assert_close(out.loss, ce + expected_aux, check_dtype=False)
@@ -55,13 +57,15 @@ def test_load_balance_term_from_dense_preferences():
     mask = torch.tensor([[1] * 8, [0, 0, 0, 1, 1, 1, 1, 1]])
     out = model(ids, attention_mask=mask, output_routing_preferences=True)
     valid = mask.bool()
-    expected = 0.0
+    expected = {"attention": 0.0, "knowledge": 0.0}
     for layer in out.routing:
-        for route in ROUTES[:6]:
+        for i, route in enumerate(ROUTES):
             prefs = layer[route.name].preferences[valid]  # [tokens, N]
             mean, n = prefs.mean(0), prefs.shape[-1]
-            expected = expected + n * ((mean - 1.0 / n) ** 2).sum()
-    torch.testing.assert_close(out.load_balance_loss, expected)
+            circuit = "attention" if i < 6 else "knowledge"
+            expected[circuit] = expected[circuit] + n * ((mean - 1.0 / n) ** 2).sum()
+    torch.testing.assert_close(out.load_balance_loss, expected["attention"])
+    torch.testing.assert_close(out.knowledge_load_balance_loss, expected["knowledge"])
 
 
 def test_orthogonality_and_diversity_terms():
