@@ -1,11 +1,16 @@
 """Weight-only regularisers of the paper's training recipe (spec §6).
 
 The load-balance term depends on the batch and is computed per layer where the routing happens
-(`routing.load_balance_term`); the two terms here depend only on the neuron pools.
+(`routing.load_balance_term`) and summed with `add_term`; the two terms here depend only on the neuron pools.
 """
 
 import torch
 import torch.nn.functional as F
+
+
+def add_term(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+    """Running sum of an auxiliary term over routes / layers; `None` until the first term arrives."""
+    return term if total is None else total + term
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -43,4 +48,4 @@ def knowledge_diversity_loss(feature_knowledge: torch.Tensor, restore_knowledge:
     return 0.5 * (_mean_abs_offdiag_cosine(feature_knowledge) + _mean_abs_offdiag_cosine(restore_knowledge))
 
 
-__all__ = ["orthogonality_loss", "knowledge_diversity_loss"]
+__all__ = ["add_term", "orthogonality_loss", "knowledge_diversity_loss"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .auxiliary_losses import add_term
 from .attention import DawnAttention
 from .knowledge import DawnKnowledge
 from .routing import (
@@ -95,9 +96,10 @@ class DawnDecoderLayer(GradientCheckpointingLayer):
             if ctx.want_statistics:
                 info.fractions[route.name] = selection_fraction(indices, ctx.valid, self.route_sizes[route.name][0])
                 term = load_balance_term(prefs, ctx.valid)
-                slot = "load_balance" if circuit == "attention" else "knowledge_load_balance"
-                previous = getattr(info, slot)
-                setattr(info, slot, term if previous is None else previous + term)
+                if circuit == "attention":
+                    info.load_balance = add_term(info.load_balance, term)
+                else:
+                    info.knowledge_load_balance = add_term(info.knowledge_load_balance, term)
         return choices
 
     def _members(self, circuit: str, group: int, like: torch.Tensor) -> torch.Tensor:

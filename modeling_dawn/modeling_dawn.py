@@ -13,7 +13,7 @@ from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
-from .auxiliary_losses import knowledge_diversity_loss, orthogonality_loss
+from .auxiliary_losses import add_term, knowledge_diversity_loss, orthogonality_loss
 from .cache_dawn import DawnCache, cache_length
 from .configuration_dawn import DawnConfig
 from .decoder_layer import DawnDecoderLayer, RoutingInputs
@@ -263,11 +263,8 @@ class DawnModel(DawnPreTrainedModel):
             if output_router_logits:
                 all_logits.append(torch.cat(info.logits, dim=-1).reshape(batch * seq, -1))
             if want_statistics:
-                load_balance = info.load_balance if load_balance is None else load_balance + info.load_balance
-                knowledge_load_balance = (
-                    info.knowledge_load_balance if knowledge_load_balance is None
-                    else knowledge_load_balance + info.knowledge_load_balance
-                )
+                load_balance = add_term(load_balance, info.load_balance)
+                knowledge_load_balance = add_term(knowledge_load_balance, info.knowledge_load_balance)
                 for name, fraction in info.fractions.items():
                     fractions[name].append(fraction)
         hidden = self.norm(hidden)
