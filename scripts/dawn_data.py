@@ -253,24 +253,57 @@ def iterate_texts(dataset, column: str, max_documents: int | None = None):
 # --------------------------------------------------------------------------------------------- tokenizer
 
 
+def _bert_text_pipeline():
+    """The normaliser and pre-tokeniser of the trained tokenizer (lower-cased BERT)."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, handle_chinese_chars=True,
+                                            strip_accents=True)
+    return normalizer, pre_tokenizers.BertPreTokenizer()
+
+
+def continuation_characters(texts, normalizer, pre_tokenizer) -> list[str]:
+    """Sorted characters that continue a word (after normalisation and pre-tokenisation) somewhere in `texts`:
+    exactly the '##c' tokens that WordPiece training creates."""
+    seen: set[str] = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            seen.update(word[1:])
+    return sorted(seen)
+
+
 def train_wordpiece_tokenizer(texts, vocab_size: int = 8192, min_frequency: int = 2):
     """A lowercase, BERT-like WordPiece tokenizer (with [PAD] [UNK] [CLS] [SEP] [MASK]) trained on `texts`.
 
     Encoding a single text adds no special tokens; a text pair is joined as `a [SEP] b` (for classification).
+
+    Deterministic: the same texts give the same vocabulary with the same ids. `tokenizers`' WordPiece trainer
+    numbers the '##c' continuation characters in hash-map order and breaks ties between equally frequent merges by
+    id, so two plain trainings on one text differ (huggingface/tokenizers#1794; measured here: a different id
+    order on every run, and a few different tokens). Handing the trainer every '##c' up front, sorted, fixes those
+    ids; the tokenizer is then rebuilt from the learned vocabulary, so they are ordinary (not special) tokens.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, handle_chinese_chars=True,
-                                                strip_accents=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+    texts = texts if isinstance(texts, (list, tuple)) else list(texts)  # read twice: characters, then training
+    normalizer, pre_tokenizer = _bert_text_pipeline()
+    seeded = SPECIAL_TOKENS + ["##" + c for c in continuation_characters(texts, normalizer, pre_tokenizer)]
+    if len(seeded) >= vocab_size:
+        fail(f"--tokenizer_vocab_size {vocab_size} is too small: the text has {len(seeded) - len(SPECIAL_TOKENS)} "
+             f"word-continuing characters, and each needs a token besides the {len(SPECIAL_TOKENS)} special ones")
+    learner = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    learner.normalizer, learner.pre_tokenizer = normalizer, pre_tokenizer
+    learner.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=seeded,
         continuing_subword_prefix="##", show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
+    ))
+
+    tok = Tokenizer(models.WordPiece(vocab=learner.get_vocab(with_added_tokens=True), unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens(SPECIAL_TOKENS)
     sep = tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="$A", pair="$A [SEP] $B:1", special_tokens=[("[SEP]", sep)]

@@ -262,3 +262,19 @@ def test_bundled_corpora_are_deterministic():
     raw = dawn_data.bundled_classification_datasets()
     assert raw["train"].features["label"].num_classes == 12
     assert len(raw["validation"]) > 500
+
+
+def test_trained_tokenizer_is_deterministic_and_bert_like():
+    # upstream WordPiece training gives a different vocabulary (ids, sometimes tokens) on every call on this text
+    texts = ["Wel come to the Tok en izers libr ary."] * 3 + ["the quick brown fox; tokenizers tokenize tokens"] * 2
+    tokenizers = [dawn_data.train_wordpiece_tokenizer(texts, vocab_size=60, min_frequency=1) for _ in range(12)]
+    assert all(t.get_vocab() == tokenizers[0].get_vocab() for t in tokenizers)
+    tok = tokenizers[0]
+    assert len(tok) == 60 and sorted(tok.all_special_tokens) == sorted(dawn_data.SPECIAL_TOKENS)
+    pieces = tok.tokenize("Welcome to the Tokenizers library")
+    assert pieces[0] == "w" and pieces[1].startswith("##") and "the" in pieces  # word pieces and learned merges
+    ids = tok("welcome tokenizers").input_ids
+    assert tok.decode(ids, skip_special_tokens=True) == "welcome tokenizers"
+    assert tok("a b", "c").input_ids == tok("a b").input_ids + [tok.sep_token_id] + tok("c").input_ids
+    with pytest.raises(SystemExit, match="tokenizer_vocab_size 20 is too small"):
+        dawn_data.train_wordpiece_tokenizer(texts, vocab_size=20)
